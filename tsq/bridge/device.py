@@ -1,0 +1,384 @@
+"""Per-device session: handshake, periodic pings, the tick regression and TIMESCALE updates.
+
+`DeviceSession` is sans-IO: it is handed bytes with their arrival stamp (T4, raw ns), the stamp
+after each of its frames left (T1), and the current raw time; it returns frames to send and keeps
+the device's status. `DeviceDriver` is the thin asyncio edge that runs a session over a `PortLink`.
+
+The TIMESCALE a device is sent says: "at your tick t0 it is UTC u0; from there UTC advances `rate`
+per tick; trust it to within `bound`". The bound is the engine's bound at t0 plus the line's
+(half the smallest ping delay for the asymmetry a ping cannot see, plus the fit's uncertainty),
+plus the growth until the next update is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
+
+from tsq.bridge.linefit import LineFit, PingSample
+from tsq.bridge.port import PortLink, raw_ns
+
+NS_PER_S = 1_000_000_000
+
+
+class TimeModel(Protocol):
+    def utc_ns(self, raw_ns: int) -> Optional[int]: ...
+    def error_bound_ns(self, raw_ns: int) -> Optional[int]: ...
+    def state(self, raw_ns: int) -> str: ...
+    def leap(self) -> int: ...
+
+
+class FieldLogLike(Protocol):
+    def write(self, row: Any, *, now_unix_ns: int) -> None: ...
+
+
+@dataclass
+class _Pending:
+    seq: int
+    t1_raw: Optional[int] = None
+    sent_at_raw: int = 0
+    reply: Optional[tuple[int, int, int]] = None   # (t2_ticks, t3_ticks, t4_raw) if it came first
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One ping that went into the fit, for the field log and the status."""
+
+    raw_ns: int
+    residual_ns: int
+    line_delay_ns: int
+    bound_ns: Optional[int]
+
+
+# -- the session's view of the protocol (the adapter onto tsq.bridge.frames) ------------------------
+@dataclass(frozen=True)
+class HelloEvent:
+    device_id: int
+    firmware: str
+    tick_hz: int
+    capabilities: int
+
+
+@dataclass(frozen=True)
+class PongEvent:
+    seq: int
+    t2_ticks: int
+    t3_ticks: int
+
+
+@dataclass(frozen=True)
+class Timescale:
+    """An affine map device ticks -> UTC: utc(t) = utc0_ns + (t - t0_ticks) * rate."""
+
+    t0_ticks: int
+    utc0_ns: int
+    ns_per_tick: float     # rate: UTC ns per device tick
+    bound_ns: int
+    leap: int
+    synchronised: bool
+
+
+class Codec(Protocol):
+    """The session's view of the serial protocol: frames in and out, as events."""
+
+    def new_decoder(self) -> Any: ...          # .feed(bytes) -> frames; .bad_frames: int
+    def to_event(self, frame: Any) -> Optional[object]: ...   # HelloEvent | PongEvent | None
+    def encode_hello_request(self, seq: int) -> bytes: ...
+    def encode_ping(self, seq: int) -> bytes: ...
+    def encode_timescale(self, seq: int, ts: Timescale) -> bytes: ...
+
+
+class FramesCodec:
+    """The Codec onto `tsq.bridge.frames` (firmware-bridge/PROTOCOL.md)."""
+
+    def __init__(self) -> None:
+        from tsq.bridge import frames
+
+        self.frames: Any = frames
+
+    def new_decoder(self) -> Any:
+        return self.frames.StreamDecoder()
+
+    def to_event(self, frame: Any) -> Optional[object]:
+        event: Optional[object] = self.frames.to_event(frame)  # TODO(integration): map to our events
+        return event
+
+    def encode_hello_request(self, seq: int) -> bytes:
+        return bytes(self.frames.encode_hello_request(seq))
+
+    def encode_ping(self, seq: int) -> bytes:
+        return bytes(self.frames.encode_ping(seq))
+
+    def encode_timescale(self, seq: int, ts: Timescale) -> bytes:
+        return bytes(self.frames.encode_timescale(seq, ts))
+
+
+class DeviceSession:
+    """One device on one port: everything but the I/O."""
+
+    def __init__(
+        self,
+        port: str,
+        model: TimeModel,
+        codec: Optional[Codec] = None,
+        ping_interval_ns: int = NS_PER_S,
+        ping_timeout_ns: int = 2 * NS_PER_S,
+        lost_after_ns: int = 5 * NS_PER_S,
+    ) -> None:
+        self.port = port
+        self.model = model
+        self.ping_interval_ns = ping_interval_ns
+        self.ping_timeout_ns = ping_timeout_ns
+        self.lost_after_ns = lost_after_ns
+        self.hello: Optional[HelloEvent] = None
+        self.fit: Optional[LineFit] = None
+        self.codec: Codec = codec if codec is not None else FramesCodec()
+        self.decoder = self.codec.new_decoder()
+        self._seq = 0
+        self._pending: dict[int, _Pending] = {}
+        self._last_seen_raw: Optional[int] = None
+        self._last_tick: Optional[int] = None
+        self.connected = False
+        self.resets = 0
+        self.pings_sent = 0
+        self.pongs = 0
+        self.timescales_sent = 0
+        self.last: Optional[Accepted] = None
+        self.last_timescale: Optional[Timescale] = None
+        self._bad_before = 0
+
+    # -- events from the port -------------------------------------------------------------------
+    def opened(self) -> list[bytes]:
+        """The port (re)opened: start over, ask the device who it is."""
+        self.connected = True
+        self._bad_before += self.decoder_bad()
+        self.decoder = self.codec.new_decoder()
+        self._pending.clear()
+        return [self._next_frame(self.codec.encode_hello_request)]
+
+    def closed(self) -> None:
+        self.connected = False
+        self._pending.clear()
+
+    def decoder_bad(self) -> int:
+        return int(self.decoder.bad_frames)
+
+    @property
+    def bad_frames(self) -> int:
+        """Frames dropped: bad CRC, bad COBS, unknown type, garbage between frames."""
+        return self._bad_before + self.decoder_bad()
+
+    def received(self, data: bytes, t4_raw: int) -> list[Accepted]:
+        """Bytes from the port with their arrival stamp; returns the pings this completed."""
+        done: list[Accepted] = []
+        for frame in self.decoder.feed(data):
+            event = self.codec.to_event(frame)
+            self._last_seen_raw = t4_raw
+            if isinstance(event, HelloEvent):
+                self._on_hello(event)
+            elif isinstance(event, PongEvent):
+                acc = self._on_pong(event, t4_raw)
+                if acc is not None:
+                    done.append(acc)
+        return done
+
+    def sent(self, seq: int, t1_raw: int) -> Optional[Accepted]:
+        """A ping left the port at `t1_raw`; completes it if the reply was already in."""
+        p = self._pending.get(seq)
+        if p is None:
+            return None
+        p.t1_raw = t1_raw
+        if p.reply is not None:
+            t2, t3, t4 = p.reply
+            del self._pending[seq]
+            return self._complete(t1_raw, t2, t3, t4)
+        return None
+
+    def _on_hello(self, h: HelloEvent) -> None:
+        # A HELLO is the device (re)starting: its tick counter starts again, the fit is void.
+        if self.hello is not None:
+            self.resets += 1
+        self.hello = h
+        self.fit = LineFit(h.tick_hz)
+        self._pending.clear()
+        self._last_tick = None
+
+    def _on_pong(self, e: PongEvent, t4_raw: int) -> Optional[Accepted]:
+        p = self._pending.get(e.seq)
+        if p is None or self.fit is None:
+            return None
+        if self._last_tick is not None and e.t2_ticks < self._last_tick:
+            # Ticks went back without a HELLO (a reset whose HELLO we missed): start over.
+            self.resets += 1
+            assert self.hello is not None
+            self.fit = LineFit(self.hello.tick_hz)
+        self._last_tick = e.t3_ticks
+        self.pongs += 1
+        if p.t1_raw is None:
+            p.reply = (e.t2_ticks, e.t3_ticks, t4_raw)
+            return None
+        del self._pending[e.seq]
+        return self._complete(p.t1_raw, e.t2_ticks, e.t3_ticks, t4_raw)
+
+    def _complete(self, t1: int, t2: int, t3: int, t4: int) -> Optional[Accepted]:
+        assert self.fit is not None
+        r = self.fit.add(PingSample(t1, t2, t3, t4))
+        if not r.accepted:
+            return None
+        self.last = Accepted(t4, r.residual_ns, r.line_delay_ns, self.bound_ns(t4))
+        return self.last
+
+    # -- what to send -------------------------------------------------------------------------
+    def _next_frame(self, encode: Any, *args: Any) -> bytes:
+        self._seq = (self._seq + 1) & 0xFFFF
+        return bytes(encode(self._seq, *args))
+
+
+    def make_ping(self, now_raw: int) -> Optional[tuple[int, bytes]]:
+        """The next ping (seq, frame); before the handshake, a repeated HELLO request."""
+        for seq, p in list(self._pending.items()):
+            if now_raw - p.sent_at_raw > self.ping_timeout_ns:
+                del self._pending[seq]
+        if self.hello is None:
+            # No HELLO yet: ask again (the device may have been booting, or the request was lost).
+            return self._seq + 1, self._next_frame(self.codec.encode_hello_request)
+        frame = self._next_frame(self.codec.encode_ping)
+        self._pending[self._seq] = _Pending(self._seq, sent_at_raw=now_raw)
+        self.pings_sent += 1
+        return self._seq, frame
+
+    def timescale(self, now_raw: int) -> Optional[Timescale]:
+        """The timescale to serve now, or None while the fit or the model is not ready."""
+        fit = self.fit
+        if fit is None or not fit.ready:
+            return None
+        t0 = fit.ticks_at(now_raw)
+        utc0 = self.model.utc_ns(now_raw)
+        utc1 = self.model.utc_ns(now_raw + NS_PER_S)
+        k = fit.ticks_per_raw_ns
+        bound = self.bound_ns(now_raw + self.ping_interval_ns)
+        if t0 is None or utc0 is None or utc1 is None or not k or bound is None:
+            return None
+        ns_per_tick = (utc1 - utc0) / NS_PER_S / k
+        synced = self.model.state(now_raw) == "synchronised"
+        return Timescale(t0, utc0, ns_per_tick, bound, self.model.leap(), synced)
+
+    def make_timescale(self, now_raw: int) -> Optional[bytes]:
+        ts = self.timescale(now_raw)
+        if ts is None:
+            return None
+        self.last_timescale = ts
+        self.timescales_sent += 1
+        return self._next_frame(self.codec.encode_timescale, ts)
+
+    def bound_ns(self, raw: int) -> Optional[int]:
+        """Engine bound + line bound at raw instant `raw`."""
+        if self.fit is None:
+            return None
+        line = self.fit.line_bound_ns(raw)
+        engine = self.model.error_bound_ns(raw)
+        if line is None or engine is None:
+            return None
+        return engine + line
+
+    # -- status ----------------------------------------------------------------------------------
+    def state(self, now_raw: int) -> str:
+        if not self.connected:
+            return "disconnected"
+        if self.hello is None:
+            return "handshake"
+        if self._last_seen_raw is not None and now_raw - self._last_seen_raw > self.lost_after_ns:
+            return "silent"
+        if self.fit is None or not self.fit.ready:
+            return "tracking"
+        if self.last_timescale is None:
+            return "unsynchronised"
+        return self.model.state(now_raw)
+
+    def status(self, now_raw: int) -> dict[str, Any]:
+        h = self.hello
+        age = None if self._last_seen_raw is None else round((now_raw - self._last_seen_raw) / 1e9, 3)
+        last = self.last
+        return {
+            "device": None if h is None else f"0x{h.device_id:08x}",
+            "port": self.port,
+            "state": self.state(now_raw),
+            "firmware": None if h is None else h.firmware,
+            "residual_ns": None if last is None else last.residual_ns,
+            "line_delay_ns": None if last is None else last.line_delay_ns,
+            "bound_ns": self.bound_ns(now_raw),
+            "last_seen_age_s": age,
+            "bad_frames": self.bad_frames,
+        }
+
+
+class DeviceDriver:
+    """Runs a DeviceSession over a PortLink: pings every interval, a TIMESCALE after each good ping."""
+
+    def __init__(self, link: PortLink, model: TimeModel, ping_interval_s: float = 1.0,
+                 log: Optional[FieldLogLike] = None, codec: Optional[Codec] = None) -> None:
+        self.link = link
+        self.session = DeviceSession(link.path, model, codec,
+                                     ping_interval_ns=round(ping_interval_s * NS_PER_S))
+        self.ping_interval_s = ping_interval_s
+        self.log = log
+        self._wake = asyncio.Event()
+        link.on_data = self._on_data
+        link.on_open = self._on_open
+        link.on_close = self._on_close
+        self._outbox: list[bytes] = []
+
+    def _on_open(self) -> None:
+        self._outbox.extend(self.session.opened())
+        self._wake.set()
+
+    def _on_close(self, reason: str) -> None:
+        self.session.closed()
+
+    def _on_data(self, data: bytes, t4: int) -> None:
+        had_hello = self.session.hello
+        for acc in self.session.received(data, t4):
+            self._accepted(acc)
+        if self.session.hello is not had_hello:
+            self._wake.set()  # handshake done: ping now rather than at the next tick
+
+    def _accepted(self, acc: Accepted) -> None:
+        frame = self.session.make_timescale(raw_ns())
+        if frame is not None:
+            self._outbox.append(frame)
+            self._wake.set()
+        if self.log is not None and self.session.hello is not None:
+            self.log.write({
+                "device": f"0x{self.session.hello.device_id:08x}", "residual_ns": acc.residual_ns,
+                "line_delay_ns": acc.line_delay_ns, "bound_ns": acc.bound_ns,
+                "state": self.session.state(acc.raw_ns),
+            }, now_unix_ns=time.time_ns())
+
+    async def run(self) -> None:
+        next_ping = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            while self._outbox:
+                await self.link.send(self._outbox.pop(0))
+            now = loop.time()
+            if self.link.connected and now >= next_ping:
+                next_ping = now + self.ping_interval_s
+                ping = self.session.make_ping(raw_ns())
+                if ping is not None:
+                    seq, frame = ping
+                    t1 = await self.link.send(frame)
+                    if t1 is not None:
+                        acc = self.session.sent(seq, t1)
+                        if acc is not None:
+                            self._accepted(acc)
+                continue
+            self._wake.clear()
+            timeout = max(0.0, next_ping - loop.time()) if self.link.connected else 0.5
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.session.status(raw_ns())

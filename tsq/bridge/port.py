@@ -1,0 +1,288 @@
+"""Serial port lifecycle for the bridge: open, stamped reads and writes, hot-plug with backoff.
+
+pyserial opens and configures the port (baud, 8N1, raw mode, exclusive lock); after that the bridge
+works on the file descriptor itself. A reader thread per port blocks in `select` and stamps the raw
+clock the moment bytes are readable (T4 is "when the bytes arrived", not "when the event loop got
+round to them"), then hands (bytes, raw ns) to the event loop. Writes go out from a single-thread
+executor per port: write everything, `tcdrain` until the last byte left the UART, then stamp (T1).
+
+A port that vanishes (EIO, hang-up, the device node gone) is closed and reopened with exponential
+backoff, forever: unplugging a USB adapter is a normal event, not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import select
+import termios
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+import serial
+
+_CLOCK_RAW = time.CLOCK_MONOTONIC_RAW
+
+
+def raw_ns() -> int:
+    """CLOCK_MONOTONIC_RAW in ns: the one timescale for local stamps."""
+    return time.clock_gettime_ns(_CLOCK_RAW)
+
+
+def _noop() -> None:
+    pass
+
+
+class PortGone(OSError):
+    """The port closed under us (unplugged, hung up, the device node vanished)."""
+
+
+class SerialPort:
+    """One open serial port. Blocking-free: reads are non-blocking, writes drain in the caller's thread."""
+
+    def __init__(self, path: str, baud: int = 115200) -> None:
+        self.path = path
+        self.baud = baud
+        self._serial: Optional[Any] = None
+        self.fd = -1
+
+    def open(self) -> None:
+        """Open and configure; raises OSError (or PortGone) when the port is not there."""
+        try:
+            ser = serial.Serial(
+                self.path, baudrate=self.baud, bytesize=8, parity="N", stopbits=1,
+                timeout=0, write_timeout=None, xonxoff=False, rtscts=False, exclusive=True,
+            )
+        except serial.SerialException as exc:
+            raise PortGone(errno.ENODEV, f"cannot open {self.path}: {exc}") from exc
+        self._serial = ser
+        self.fd = ser.fileno()
+        os.set_blocking(self.fd, False)
+
+    @property
+    def is_open(self) -> bool:
+        return self.fd >= 0
+
+    def read_available(self, max_bytes: int = 4096) -> bytes:
+        """Whatever is buffered now (possibly b''); PortGone on hang-up or a vanished device."""
+        try:
+            data = os.read(self.fd, max_bytes)
+        except BlockingIOError:
+            return b""
+        except OSError as exc:
+            raise PortGone(exc.errno, f"{self.path}: {exc.strerror}") from exc
+        if not data:
+            # A tty in non-blocking mode reads EAGAIN when idle; an empty read is a hang-up.
+            raise PortGone(errno.EIO, f"{self.path}: hang-up")
+        return data
+
+    def write_stamped(self, data: bytes) -> int:
+        """Write all of `data`, wait until it left the port, return raw ns right after (T1)."""
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                select.select([], [self.fd], [], 0.1)
+                continue
+            except OSError as exc:
+                raise PortGone(exc.errno, f"{self.path}: {exc.strerror}") from exc
+            view = view[n:]
+        try:
+            termios.tcdrain(self.fd)
+        except termios.error as exc:
+            raise PortGone(errno.EIO, f"{self.path}: tcdrain failed: {exc}") from exc
+        return raw_ns()
+
+    def write_at(self, data: bytes, raw_target_ns: int) -> int:
+        """Write `data` so its first byte leaves at raw instant `raw_target_ns`; returns the start stamp.
+
+        Sleeps to within a millisecond of the target, then spins: the thread is a writer thread, and
+        a millisecond of spinning per second is the price of starting on time.
+        """
+        while True:
+            left = raw_target_ns - raw_ns()
+            if left <= 0:
+                break
+            if left > 1_500_000:
+                time.sleep((left - 1_000_000) / 1e9)
+        start = raw_ns()
+        self.write_stamped(data)
+        return start
+
+    def close(self) -> None:
+        ser, self._serial, self.fd = self._serial, None, -1
+        if ser is not None:
+            with contextlib.suppress(Exception):
+                ser.close()
+
+
+class Backoff:
+    """Exponential retry delay: `initial`, doubling up to `maximum`, reset after a success."""
+
+    def __init__(self, initial_s: float = 0.1, maximum_s: float = 5.0) -> None:
+        self.initial_s = initial_s
+        self.maximum_s = maximum_s
+        self._next = initial_s
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.maximum_s)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial_s
+
+
+DataCallback = Callable[[bytes, int], None]
+
+
+class PortLink:
+    """Keeps one serial path open across unplug/replug and feeds stamped bytes to the event loop.
+
+    Callbacks run on the event loop thread: `on_open()` after each successful open,
+    `on_data(bytes, t4_raw_ns)` for every read, `on_close(reason)` when the port went away.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        baud: int,
+        on_data: DataCallback,
+        on_open: Callable[[], None] = lambda: None,
+        on_close: Callable[[str], None] = lambda reason: None,
+        backoff: Optional[Backoff] = None,
+    ) -> None:
+        self.path = path
+        self.baud = baud
+        self.on_data = on_data
+        self.on_open = on_open
+        self.on_close = on_close
+        self.backoff = backoff or Backoff()
+        self.port: Optional[SerialPort] = None
+        self.opens = 0
+        self.open_failures = 0
+        self.last_error = ""
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tsq-write {path}")
+        self._connected = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def run(self) -> None:
+        """Open, read until the port goes, reopen with backoff; until cancelled."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stopping:
+                port = SerialPort(self.path, self.baud)
+                try:
+                    port.open()
+                except OSError as exc:
+                    self.open_failures += 1
+                    self.last_error = str(exc)
+                    await asyncio.sleep(self.backoff.next_delay())
+                    continue
+                self.backoff.reset()
+                self.opens += 1
+                gone: asyncio.Future[str] = loop.create_future()
+                wake_r, wake_w = os.pipe()
+                reader = threading.Thread(
+                    target=self._read_loop, args=(loop, port, gone, wake_r),
+                    name=f"tsq-read {self.path}", daemon=True,
+                )
+                self.port = port
+                self._connected.set()
+                reader.start()
+                self.on_open()
+                try:
+                    reason = await gone
+                finally:
+                    self._connected.clear()
+                    self.port = None
+                    os.write(wake_w, b"x")
+                    await loop.run_in_executor(None, reader.join, 2.0)
+                    # Let a write in flight finish before the fd number can be reused.
+                    await loop.run_in_executor(self._writer, _noop)
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    port.close()
+                self.last_error = reason
+                self.on_close(reason)
+                # A port that opens and dies at once must not spin: back off before reopening.
+                await asyncio.sleep(self.backoff.next_delay())
+        finally:
+            self._writer.shutdown(wait=False)
+
+    def _read_loop(
+        self, loop: asyncio.AbstractEventLoop, port: SerialPort, gone: asyncio.Future[str], wake_r: int
+    ) -> None:
+        """Reader thread: stamp raw ns as soon as the fd is readable, then pass the bytes on."""
+
+        def finish(reason: str) -> None:
+            if not gone.done():
+                gone.set_result(reason)
+
+        while True:
+            try:
+                ready, _, _ = select.select([port.fd, wake_r], [], [], 1.0)
+            except (OSError, ValueError) as exc:
+                loop.call_soon_threadsafe(finish, f"select failed: {exc}")
+                return
+            t4 = raw_ns()
+            if wake_r in ready:
+                return
+            if not ready:
+                if not os.path.exists(self.path):
+                    loop.call_soon_threadsafe(finish, "device node vanished")
+                    return
+                continue
+            try:
+                data = port.read_available()
+            except PortGone as exc:
+                loop.call_soon_threadsafe(finish, str(exc))
+                return
+            if data:
+                loop.call_soon_threadsafe(self._deliver, data, t4)
+
+    def _deliver(self, data: bytes, t4: int) -> None:
+        try:
+            self.on_data(data, t4)
+        except Exception as exc:  # a consumer bug must not kill the port; it is reported via on_close
+            self.last_error = f"consumer error: {exc!r}"
+            raise
+
+    async def send(self, data: bytes) -> Optional[int]:
+        """Write a frame; returns T1 (raw ns after the last byte left) or None if the port is down."""
+        port = self.port
+        if port is None:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, port.write_stamped, data)
+        except OSError as exc:
+            self.last_error = str(exc)
+            return None
+
+    async def send_at(self, data: bytes, raw_target_ns: int) -> Optional[int]:
+        """Write `data` starting at raw instant `raw_target_ns`; returns the start stamp or None."""
+        port = self.port
+        if port is None:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, port.write_at, data, raw_target_ns)
+        except OSError as exc:
+            self.last_error = str(exc)
+            return None
+
+    def stop(self) -> None:
+        self._stopping = True

@@ -1,0 +1,231 @@
+"""The bridge as a service: one driver per serial port, fed by a TimeModel, reporting status.
+
+`Bridge` is what `tsq bridge`, `python -m tsq.bridge` and `tsq demo` run. Each port gets a
+`PortLink` (open, hot-plug, stamped I/O) and either a device driver (binary protocol: handshake,
+pings, TIMESCALE; see `tsq.bridge.device`) or an NMEA writer (`--nmea`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol, Tuple
+
+from tsq.bridge import nmea
+from tsq.bridge.port import Backoff, PortLink, raw_ns
+
+NS_PER_S = 1_000_000_000
+
+
+class TimeModel(Protocol):
+    """The model contract of docs/internals.md (tsq/sync/model.py provides the engine's)."""
+
+    def utc_ns(self, raw_ns: int) -> Optional[int]: ...
+    def error_bound_ns(self, raw_ns: int) -> Optional[int]: ...
+    def state(self, raw_ns: int) -> str: ...
+    def leap(self) -> int: ...
+
+
+@dataclass
+class BridgeConfig:
+    ports: list[str]
+    baud: int = 115200
+    nmea: bool = False
+    nmea_position: Optional[Tuple[float, float]] = None
+    ping_interval_s: float = 1.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    log_dir: Optional[str] = None
+    fsync_interval_s: float = 5.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def model_rate(model: TimeModel, raw: int, span_ns: int = NS_PER_S) -> Optional[float]:
+    """d(utc)/d(raw) of the model around `raw` (None while it has no time)."""
+    a = model.utc_ns(raw)
+    b = model.utc_ns(raw + span_ns)
+    if a is None or b is None:
+        return None
+    return (b - a) / span_ns
+
+
+class NmeaWriter:
+    """Writes $GPZDA + $GPRMC at the top of every UTC second on one port."""
+
+    def __init__(self, link: PortLink, model: TimeModel, position: Optional[Tuple[float, float]]) -> None:
+        self.link = link
+        self.model = model
+        self.position = position
+        self.seconds_sent = 0
+        self.bytes_ignored = 0
+        self.last_start_error_ns: Optional[int] = None
+        self.last_sent_raw: Optional[int] = None
+
+    def on_data(self, data: bytes, t4: int) -> None:
+        # A GPS receiver's consumer may send configuration; we have nothing to answer.
+        self.bytes_ignored += len(data)
+
+    async def run(self) -> None:
+        while True:
+            await self.link.wait_connected()
+            raw = raw_ns()
+            utc = self.model.utc_ns(raw)
+            rate = model_rate(self.model, raw)
+            if utc is None or rate is None:
+                await asyncio.sleep(0.25)
+                continue
+            second = nmea.next_second(utc)
+            target = nmea.raw_at_utc(second * NS_PER_S, raw, utc, rate)
+            if target - raw < 5_000_000:
+                # Too close to the boundary to be on time: serve the next second instead.
+                second += 1
+                target = nmea.raw_at_utc(second * NS_PER_S, raw, utc, rate)
+            await asyncio.sleep(max(0.0, (target - raw_ns()) / 1e9 - 0.02))
+            # Re-aim with a fresh model reading: the model may have been updated meanwhile.
+            now = raw_ns()
+            u = self.model.utc_ns(now)
+            if u is None:
+                continue
+            target = nmea.raw_at_utc(second * NS_PER_S, now, u, rate)
+            if target < now:
+                continue
+            valid = self.model.state(now) == "synchronised"
+            burst = nmea.second_burst(second, valid, self.position)
+            start = await self.link.send_at(burst, target)
+            if start is not None:
+                self.seconds_sent += 1
+                self.last_start_error_ns = start - target
+                self.last_sent_raw = start
+
+    def status(self) -> dict[str, Any]:
+        now = raw_ns()
+        age = None if self.last_sent_raw is None else round((now - self.last_sent_raw) / 1e9, 3)
+        return {
+            "device": "nmea", "port": self.link.path,
+            "state": self.model.state(now) if self.link.connected else "disconnected",
+            "firmware": None, "residual_ns": self.last_start_error_ns, "line_delay_ns": None,
+            "bound_ns": self.model.error_bound_ns(now), "last_seen_age_s": age, "bad_frames": 0,
+        }
+
+
+class Bridge:
+    """All ports of one bridge process."""
+
+    def __init__(self, config: BridgeConfig, model: TimeModel) -> None:
+        self.config = config
+        self.model = model
+        self.links: list[PortLink] = []
+        self.drivers: list[Any] = []
+        self._log: Any = None
+        if config.log_dir is not None and not config.nmea:
+            from tsq.fieldlog import DEVICE_FIELDS, FieldLog
+
+            self._log = FieldLog(config.log_dir, "devices", DEVICE_FIELDS,
+                                 fsync_interval_s=config.fsync_interval_s)
+        for path in config.ports:
+            self._add_port(path)
+
+    def _add_port(self, path: str) -> None:
+        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        driver: Any
+        if self.config.nmea:
+            link = PortLink(path, self.config.baud, on_data=lambda b, t: None, backoff=backoff)
+            driver = NmeaWriter(link, self.model, self.config.nmea_position)
+            link.on_data = driver.on_data
+        else:
+            from tsq.bridge.device import DeviceDriver
+
+            link = PortLink(path, self.config.baud, on_data=lambda b, t: None, backoff=backoff)
+            driver = DeviceDriver(link, self.model, ping_interval_s=self.config.ping_interval_s,
+                                  log=self._log)
+        self.links.append(link)
+        self.drivers.append(driver)
+
+    def status(self) -> list[dict[str, Any]]:
+        """The `devices` entries of the control socket's status JSON (docs/internals.md)."""
+        return [d.status() for d in self.drivers]
+
+    async def run(self) -> None:
+        """Run every port until cancelled; closes ports and the log on the way out."""
+        tasks = [asyncio.create_task(link.run()) for link in self.links]
+        tasks += [asyncio.create_task(d.run()) for d in self.drivers]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            if self._log is not None:
+                self._log.close()
+
+
+def default_control_path() -> str:
+    """docs/internals.md: /run/tsq, else $XDG_RUNTIME_DIR/tsq, else /tmp/tsq-$UID."""
+    import os
+
+    if os.access("/run", os.W_OK):
+        return "/run/tsq/control.sock"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "tsq", "control.sock")
+    return f"/tmp/tsq-{os.getuid()}/control.sock"
+
+
+def _iso(unix_ns: int) -> str:
+    import datetime as dt
+
+    secs, frac = divmod(unix_ns, NS_PER_S)
+    t = dt.datetime.fromtimestamp(secs, dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+def model_status(model: TimeModel) -> dict[str, Any]:
+    """The top of the status JSON for a bridge whose model is not the engine's (`--source system`)."""
+    raw = raw_ns()
+    utc = model.utc_ns(raw)
+    return {
+        "version": 1, "state": model.state(raw),
+        "time_utc": None if utc is None else _iso(utc), "leap": model.leap(),
+        "system_offset_ns": None if utc is None else time.time_ns() - utc,
+        "freq_ppm": None, "freq_error_ppm": None,
+        "error_bound_ns": model.error_bound_ns(raw), "last_update_utc": None,
+        "last_update_age_s": None, "poll_s": None, "sources": [],
+    }
+
+
+async def serve_control(path: str, status: Any) -> None:
+    """A minimal control socket (one `status` line in, one JSON object out) until cancelled.
+
+    Used when the bridge runs without the engine's runner, which serves its own.
+    """
+    import json
+    import os
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            if line.strip() == b"status":
+                writer.write(json.dumps(status()).encode() + b"\n")
+            else:
+                writer.write(json.dumps({"version": 1, "error": "unknown command"}).encode() + b"\n")
+            await writer.drain()
+        except (asyncio.TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(handle, path)
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -1,0 +1,134 @@
+"""Clocks, NTP 64-bit timestamps, PHC/PPS devices and kernel-timestamped UDP: the one clock API.
+
+The backend is `tsq._fastclock` (Cython) when it is built and importable, else `tsq._pyclock`
+(pure Python); `TSQ_PURE_PYTHON=1` forces the latter. `BACKEND` says which is in use. Both expose the
+same functions; the shared types (`ClockError`, `Correlation`, `PpsEvent`, `TimestampConfig`,
+`TxTimestamp`) always come from `tsq._pyclock`, so `except ClockError` works whatever the backend.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from tsq._pyclock import (
+    CLOCK_BOOTTIME,
+    CLOCK_MONOTONIC_RAW,
+    CLOCK_REALTIME,
+    CLOCK_TAI,
+    NTP_UNIX_OFFSET_S,
+    ClockError,
+    Correlation,
+    PpsEvent,
+    PpsTimeout,
+    TimestampConfig,
+    TxTimestamp,
+    enable_timestamps,
+    fd_to_clockid,
+    read_tx_timestamps,
+    realtime_to_raw,
+    recv_timestamped,
+    wait_tx_timestamps,
+)
+
+if TYPE_CHECKING or os.environ.get("TSQ_PURE_PYTHON", "") not in ("", "0"):
+    from tsq._pyclock import (
+        PhcClock,
+        PpsDevice,
+        RealtimeToRaw,
+        clock_ns,
+        correlate,
+        ioctl_numbers,
+        ntp64_to_unix_ns,
+        raw_ns,
+        read_ntp64,
+        realtime_ns,
+        socket_constants,
+        stamp_ntp64,
+        struct_sizes,
+        tai_ns,
+        unix_ns_to_ntp64,
+        write_ntp64,
+    )
+
+    BACKEND = "python"
+else:
+    try:
+        from tsq._fastclock import (
+            PhcClock,
+            PpsDevice,
+            RealtimeToRaw,
+            clock_ns,
+            correlate,
+            ioctl_numbers,
+            ntp64_to_unix_ns,
+            raw_ns,
+            read_ntp64,
+            realtime_ns,
+            socket_constants,
+            stamp_ntp64,
+            struct_sizes,
+            tai_ns,
+            unix_ns_to_ntp64,
+            write_ntp64,
+        )
+
+        BACKEND = "cython"
+    except ImportError:
+        from tsq._pyclock import (
+            PhcClock,
+            PpsDevice,
+            RealtimeToRaw,
+            clock_ns,
+            correlate,
+            ioctl_numbers,
+            ntp64_to_unix_ns,
+            raw_ns,
+            read_ntp64,
+            realtime_ns,
+            socket_constants,
+            stamp_ntp64,
+            struct_sizes,
+            tai_ns,
+            unix_ns_to_ntp64,
+            write_ntp64,
+        )
+
+        BACKEND = "python"
+
+__all__ = [
+    "BACKEND",
+    "CLOCK_BOOTTIME",
+    "CLOCK_MONOTONIC_RAW",
+    "CLOCK_REALTIME",
+    "CLOCK_TAI",
+    "NTP_UNIX_OFFSET_S",
+    "ClockError",
+    "Correlation",
+    "PhcClock",
+    "PpsDevice",
+    "PpsEvent",
+    "PpsTimeout",
+    "RealtimeToRaw",
+    "TimestampConfig",
+    "TxTimestamp",
+    "clock_ns",
+    "correlate",
+    "enable_timestamps",
+    "fd_to_clockid",
+    "ioctl_numbers",
+    "ntp64_to_unix_ns",
+    "raw_ns",
+    "read_ntp64",
+    "read_tx_timestamps",
+    "realtime_ns",
+    "realtime_to_raw",
+    "recv_timestamped",
+    "socket_constants",
+    "stamp_ntp64",
+    "struct_sizes",
+    "tai_ns",
+    "unix_ns_to_ntp64",
+    "wait_tx_timestamps",
+    "write_ntp64",
+]

@@ -1,0 +1,213 @@
+"""A UDP impairment relay on loopback (this kernel has no netem): delay, jitter, asymmetry, loss,
+duplication and reordering, per direction.
+
+    relay = UdpRelay(("127.0.0.1", server_port), forward=Impairment(delay_s=0.002, jitter_s=0.0005),
+                     backward=Impairment(delay_s=0.001))
+    relay.start(); ...connect to relay.address...; relay.stop()
+
+It runs in its own thread, so the process under test keeps its event loop. Each client address
+gets its own upstream socket, so the server sees one peer per client as it would without the relay.
+`python -m tsq.testing.relay --help` runs one from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import random
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+Address = Tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """What happens to datagrams in one direction."""
+
+    delay_s: float = 0.0       # base one-way delay added
+    jitter_s: float = 0.0      # uniform ±jitter_s on top of the delay
+    loss: float = 0.0          # probability a datagram is dropped
+    duplicate: float = 0.0     # probability a datagram is sent twice
+    reorder: float = 0.0       # probability a datagram is held back by reorder_s (overtaken)
+    reorder_s: float = 0.002
+
+    def delays(self, rng: random.Random) -> List[float]:
+        """The send delays of the copies of one datagram (empty when lost)."""
+        if self.loss and rng.random() < self.loss:
+            return []
+        copies = 2 if self.duplicate and rng.random() < self.duplicate else 1
+        out = []
+        for _ in range(copies):
+            d = self.delay_s
+            if self.jitter_s:
+                d += rng.uniform(-self.jitter_s, self.jitter_s)
+            if self.reorder and rng.random() < self.reorder:
+                d += self.reorder_s
+            out.append(max(0.0, d))
+        return out
+
+
+@dataclass
+class RelayCounters:
+    forwarded: int = 0
+    returned: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+
+
+class UdpRelay:
+    """Relays datagrams between clients (on `address`) and `upstream`, impaired per direction."""
+
+    def __init__(self, upstream: Address, *, forward: Impairment = Impairment(),
+                 backward: Impairment = Impairment(), listen: Address = ("127.0.0.1", 0),
+                 seed: Optional[int] = None) -> None:
+        self.upstream = upstream
+        self.forward = forward
+        self.backward = backward
+        self.counters = RelayCounters()
+        self._rng = random.Random(seed)
+        self._front = socket.socket(socket.AF_INET6 if ":" in str(listen[0]) else socket.AF_INET,
+                                    socket.SOCK_DGRAM)
+        self._front.bind(listen)
+        self._front.setblocking(False)
+        self.address: Address = self._front.getsockname()
+        self._by_client: Dict[Address, socket.socket] = {}
+        self._client_of: Dict[socket.socket, Address] = {}
+        self._queue: List[Tuple[float, int, socket.socket, bytes, Optional[Address]]] = []
+        self._seq = 0
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._front, selectors.EVENT_READ)
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._sel.register(self._wake_r, selectors.EVENT_READ)
+        self._thread = threading.Thread(target=self._run, name="udp-relay", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.address[1])
+
+    def start(self) -> UdpRelay:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake_w.send(b"x")
+        self._thread.join(timeout=5)
+        for sock in [self._front, self._wake_r, self._wake_w, *self._by_client.values()]:
+            sock.close()
+
+    def __enter__(self) -> UdpRelay:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _schedule(self, impairment: Impairment, sock: socket.socket, data: bytes,
+                  addr: Optional[Address], forward: bool) -> None:
+        delays = impairment.delays(self._rng)
+        if not delays:
+            self.counters.dropped += 1
+            return
+        if len(delays) > 1:
+            self.counters.duplicated += 1
+        now = time.monotonic()
+        for d in delays:
+            self._seq += 1
+            heapq.heappush(self._queue, (now + d, self._seq, sock, data, addr))
+        if forward:
+            self.counters.forwarded += 1
+        else:
+            self.counters.returned += 1
+
+    def _upstream_for(self, client: Address) -> socket.socket:
+        sock = self._by_client.get(client)
+        if sock is None:
+            sock = socket.socket(self._front.family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.connect(self.upstream)
+            self._by_client[client] = sock
+            self._client_of[sock] = client
+            self._sel.register(sock, selectors.EVENT_READ)
+        return sock
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            timeout = None
+            if self._queue:
+                timeout = max(0.0, self._queue[0][0] - time.monotonic())
+            for key, _ in self._sel.select(timeout):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self._wake_r:
+                    continue
+                self._drain(sock)
+            now = time.monotonic()
+            while self._queue and self._queue[0][0] <= now:
+                _, _, out, data, addr = heapq.heappop(self._queue)
+                try:
+                    if addr is None:
+                        out.send(data)
+                    else:
+                        out.sendto(data, addr)
+                except OSError:
+                    pass  # a closed server port: the datagram is lost, as on a network
+
+    def _drain(self, sock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # ICMP from a stopped upstream
+            if sock is self._front:
+                self._schedule(self.forward, self._upstream_for(tuple(addr)), data, None, True)
+            else:
+                client = self._client_of.get(sock)
+                if client is not None:
+                    self._schedule(self.backward, self._front, data, client, False)
+
+
+def _ms(text: str) -> float:
+    return float(text) / 1000.0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tsq.testing.relay", description=__doc__.split("\n\n")[0])
+    p.add_argument("--listen", default="127.0.0.1:0")
+    p.add_argument("--upstream", required=True, help="HOST:PORT of the server")
+    for d in ("fwd", "back"):
+        p.add_argument(f"--{d}-delay-ms", type=_ms, default=0.0)
+        p.add_argument(f"--{d}-jitter-ms", type=_ms, default=0.0)
+        p.add_argument(f"--{d}-loss", type=float, default=0.0)
+        p.add_argument(f"--{d}-duplicate", type=float, default=0.0)
+        p.add_argument(f"--{d}-reorder", type=float, default=0.0)
+    p.add_argument("--seed", type=int)
+    args = p.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    uhost, _, uport = args.upstream.rpartition(":")
+
+    def imp(d: str) -> Impairment:
+        return Impairment(getattr(args, f"{d}_delay_ms"), getattr(args, f"{d}_jitter_ms"),
+                          getattr(args, f"{d}_loss"), getattr(args, f"{d}_duplicate"),
+                          getattr(args, f"{d}_reorder"))
+
+    relay = UdpRelay((uhost, int(uport)), forward=imp("fwd"), backward=imp("back"),
+                     listen=(host, int(port)), seed=args.seed).start()
+    print(f"relay {relay.address[0]}:{relay.port} -> {args.upstream}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        relay.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
