@@ -634,6 +634,20 @@ def recv_timestamped(
 
 def read_tx_timestamps(sock: socket.socket) -> List[TxTimestamp]:
     """Drain the socket's error queue (never blocks) and return the software TX timestamps in it."""
+    timeout = sock.gettimeout()
+    if timeout is None or timeout == 0.0:
+        return _drain_errqueue(sock)
+    # A socket in timeout mode would make recvmsg wait for POLLIN (which the error queue never raises)
+    # until the timeout: read through a second, non-blocking socket object on the same descriptor.
+    view = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
+    try:
+        view.settimeout(0.0)  # the descriptor is already O_NONBLOCK: CPython sets it for timeout mode
+        return _drain_errqueue(view)
+    finally:
+        view.detach()  # never close: the descriptor belongs to sock
+
+
+def _drain_errqueue(sock: socket.socket) -> List[TxTimestamp]:
     found: List[TxTimestamp] = []
     while True:
         try:

@@ -10,7 +10,7 @@ from tsq.quic import server_cli
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tsq.server")
+    parser = argparse.ArgumentParser(prog="python -m tsq")
     sub = parser.add_subparsers(dest="command")
     server_cli.add_parser(sub)
     args = parser.parse_args(["server", *(sys.argv[1:] if argv is None else argv)])

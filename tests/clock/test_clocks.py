@@ -22,8 +22,10 @@ def test_clock_ids_are_the_kernels(backend: ModuleType) -> None:
     assert backend.NTP_UNIX_OFFSET_S == 2208988800
 
 
-@pytest.mark.parametrize("name,clock", [("raw_ns", time.CLOCK_MONOTONIC_RAW), ("realtime_ns", time.CLOCK_REALTIME),
-                                        ("tai_ns", py.CLOCK_TAI)])
+@pytest.mark.parametrize(
+    "name,clock",
+    [("raw_ns", time.CLOCK_MONOTONIC_RAW), ("realtime_ns", time.CLOCK_REALTIME), ("tai_ns", py.CLOCK_TAI)],
+)
 def test_named_reads_bracket_with_the_stdlib(backend: ModuleType, name: str, clock: int) -> None:
     before = time.clock_gettime_ns(clock)
     value = getattr(backend, name)()

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from tsq import clock
 from tsq.auth import KeyFileError, Verifier, load_verify_key
-from tsq.quic.client import TsqClient, TsqError
+from tsq.quic.client import TsqClient, TsqError, TsqHandshakeError
 from tsq.sync.exchange import Exchange
 
 
@@ -67,8 +67,12 @@ async def query_server(server: str, *, count: int, mode: str = "auto", interval_
                 await asyncio.sleep(interval_s)
             try:
                 result.samples.append(await client.sample(mode))
-            except TsqError as exc:
+            except TsqHandshakeError as exc:
                 result.errors.append(str(exc))
+                break  # trust or ALPN: trying again cannot help
+            except TsqError as exc:
+                if str(exc) not in result.errors:
+                    result.errors.append(str(exc))
                 if not client.connected and not result.samples and i >= 1:
                     break  # unreachable: do not sit out every timeout
         result.alpn = client.alpn_protocol

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import socket
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from aioquic._buffer import Buffer
 from aioquic.quic import events
@@ -28,14 +30,19 @@ from aioquic.quic.packet import (
 
 from tsq import clock, wire
 from tsq.auth import Signer
-from tsq.quic.transport import Address, PacketStamper, UdpEndpoint, open_udp_socket
+from tsq.quic.transport import (
+    XLEAVE_REQUEST_KEY,
+    XLEAVE_RESPONSE_KEY,
+    Address,
+    PacketStamper,
+    UdpEndpoint,
+    open_udp_socket,
+)
 from tsq.quic.trust import ALPN_LEGACY, ALPN_PROTOCOLS, server_configuration
 
 log = logging.getLogger("tsq.server")
 
 MAX_REQUEST_BYTES = 4096  # a TSQ request is a few hundred bytes; more on a stream is abuse
-XLEAVE_REQUEST_KEY = "xleave"  # client asks for the previous response's precise TX time
-XLEAVE_RESPONSE_KEY = "xleave-tx"  # value "NONCEHEX:NTP64HEX" of the previous response's kernel TX
 ERR_RATE_LIMITED = 4  # beyond the draft's 1-3; clients treat any Error TLV as a failed exchange
 _MIN_DATAGRAM_FOR_NEW = 1200  # RFC 9000 §14.1: Initial datagrams are at least 1200 bytes
 
@@ -126,20 +133,23 @@ class ServerConfig:
 
 
 class ResidualEstimator:
-    """A low quantile of the last `size` stamp-to-wire residuals (kernel TX time minus T3 as stamped)."""
+    """The minimum of the last `size` stamp-to-wire residuals (kernel TX time minus T3 as stamped)."""
 
-    def __init__(self, size: int = 63) -> None:
+    def __init__(self, size: int = 63, warm: int = 16) -> None:
         self._values: Deque[int] = collections.deque(maxlen=size)
+        self._warm = warm
+        self.margin_ns = 2_000  # the minimum of 63 is not the minimum of the next one
         self.estimate_ns = 0
 
     def add(self, residual_ns: int) -> None:
         if not 0 <= residual_ns < 10_000_000:  # a descheduled sender is not the stamp-to-wire path
             return
         self._values.append(residual_ns)
-        # A low quantile, not the median: T3 must not land after the real departure, or short
-        # loopback round trips come out negative (draft §6.6 rejects those).
-        ordered = sorted(self._values)
-        self.estimate_ns = ordered[len(ordered) // 10]
+        # The minimum, not the median: T3 must not land after the real departure, or short
+        # loopback round trips come out negative (draft §6.6 rejects those). What is left is
+        # one-sided (T3 early by residual - minimum); the interleaved report removes it.
+        if len(self._values) >= self._warm:  # early samples are slow (cold code): wait
+            self.estimate_ns = max(0, min(self._values) - self.margin_ns)
 
 
 @dataclass
@@ -524,6 +534,75 @@ class TsqServer:
             log.exception("timer handling failed")
 
 
+class ServerThread:
+    """A `TsqServer` on its own event loop in a background thread (tests, benchmarks, demos).
+
+        with ServerThread(config) as srv:
+            ... connect to 127.0.0.1:srv.port ...
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.server: Optional[TsqServer] = None
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="tsq-server", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.server = TsqServer(self.config)
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.close()
+
+    def start(self, timeout_s: float = 10.0) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError("server thread did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    def call(self, fn: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+        """Run `fn` on the server's loop and return its result."""
+        done = concurrent.futures.Future()  # type: concurrent.futures.Future[Any]
+
+        def wrapper() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(wrapper)
+        return done.result(timeout_s)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        if self.server is not None:
+            self.call(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def load_pem_pair(cert_path: str, key_path: str) -> Tuple[bytes, bytes]:
     with open(cert_path, "rb") as fh:
         cert = fh.read()
@@ -539,6 +618,7 @@ __all__ = [
     "ServedClock",
     "ServerConfig",
     "ServerStats",
+    "ServerThread",
     "TsqServer",
     "load_pem_pair",
 ]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 from typing import List, Optional, Tuple
@@ -13,7 +14,7 @@ from typing import List, Optional, Tuple
 from tsq import wire
 from tsq.auth import KeyFileError, load_signer
 from tsq.quic.client import parse_server
-from tsq.quic.server import ServerConfig, TsqServer, load_pem_pair
+from tsq.quic.server import ServedClock, ServerConfig, TsqServer, load_pem_pair
 from tsq.quic.trust import generate_self_signed, spki_pin_pem
 
 SOURCE_TYPES = {"gps": 1, "ptp": 2, "ntp": 3, "manual": 4, "unknown": 5}
@@ -76,6 +77,7 @@ def _metadata(items: List[str]) -> Tuple[Tuple[str, str], ...]:
 def build_config(args: argparse.Namespace) -> ServerConfig:
     """ServerConfig from parsed arguments; ValueError/OSError/KeyFileError on bad input."""
     host, port = parse_server(args.listen, 443)
+    ServedClock(args.clock).close()  # fail early on an unknown clock or a missing PHC
     if args.key and not args.cert:
         raise ValueError("--key needs --cert")
     if args.cert:
@@ -150,6 +152,14 @@ def run(args: argparse.Namespace) -> int:
                  for i in range(args.workers)]
         for proc in procs:
             proc.start()
+
+        def stop_workers(signum: int, _frame: object) -> None:
+            for proc in procs:
+                if proc.pid is not None and proc.is_alive():
+                    os.kill(proc.pid, signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop_workers)
+        signal.signal(signal.SIGINT, stop_workers)
         for proc in procs:
             proc.join()
         return 0

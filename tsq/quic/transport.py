@@ -24,6 +24,12 @@ from aioquic.quic.connection import QuicConnection
 
 from tsq import clock
 
+# Interleaved T3 (like NTP's interleaved mode), carried in Metadata pairs: a client that sends
+# `xleave=1` gets `xleave-tx=NONCEHEX:NTP64HEX`, the kernel TX time of the previous response on the
+# connection. Other clients never see it (and would ignore the unknown key).
+XLEAVE_REQUEST_KEY = "xleave"
+XLEAVE_RESPONSE_KEY = "xleave-tx"
+
 Address = Tuple[Any, ...]
 # (data, address, rx raw ns, rx realtime ns or None when the kernel gave no stamp)
 DatagramHandler = Callable[[bytes, Address, int, Optional[int]], None]

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from tsq import clock
+
 Address = Tuple[Any, ...]
 
 
@@ -75,6 +77,7 @@ class UdpRelay:
                                     socket.SOCK_DGRAM)
         self._front.bind(listen)
         self._front.setblocking(False)
+        clock.enable_timestamps(self._front, tx=False)
         self.address: Address = self._front.getsockname()
         self._by_client: Dict[Address, socket.socket] = {}
         self._client_of: Dict[socket.socket, Address] = {}
@@ -109,14 +112,14 @@ class UdpRelay:
         self.stop()
 
     def _schedule(self, impairment: Impairment, sock: socket.socket, data: bytes,
-                  addr: Optional[Address], forward: bool) -> None:
+                  addr: Optional[Address], forward: bool, arrived: float) -> None:
         delays = impairment.delays(self._rng)
         if not delays:
             self.counters.dropped += 1
             return
         if len(delays) > 1:
             self.counters.duplicated += 1
-        now = time.monotonic()
+        now = arrived
         for d in delays:
             self._seq += 1
             heapq.heappush(self._queue, (now + d, self._seq, sock, data, addr))
@@ -130,6 +133,7 @@ class UdpRelay:
         if sock is None:
             sock = socket.socket(self._front.family, socket.SOCK_DGRAM)
             sock.setblocking(False)
+            clock.enable_timestamps(sock, tx=False)
             sock.connect(self.upstream)
             self._by_client[client] = sock
             self._client_of[sock] = client
@@ -140,7 +144,15 @@ class UdpRelay:
         while not self._stop.is_set():
             timeout = None
             if self._queue:
-                timeout = max(0.0, self._queue[0][0] - time.monotonic())
+                left = self._queue[0][0] - time.monotonic()
+                if left < 0.0015:
+                    # epoll waits whole milliseconds (rounded up): sleep the rest precisely; what
+                    # arrives meanwhile keeps its kernel arrival stamp, so its delay is exact too.
+                    if left > 0:
+                        time.sleep(left)
+                    timeout = 0.0
+                else:
+                    timeout = left - 0.0011
             for key, _ in self._sel.select(timeout):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
@@ -161,17 +173,20 @@ class UdpRelay:
     def _drain(self, sock: socket.socket) -> None:
         for _ in range(64):
             try:
-                data, addr = sock.recvfrom(65535)
+                data, addr, stamp = clock.recv_timestamped(sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return  # ICMP from a stopped upstream
+            arrived = time.monotonic()
+            if stamp is not None:  # when it arrived, not when this thread got round to it
+                arrived -= max(0, clock.realtime_ns() - stamp) / 1e9
             if sock is self._front:
-                self._schedule(self.forward, self._upstream_for(tuple(addr)), data, None, True)
+                self._schedule(self.forward, self._upstream_for(tuple(addr)), data, None, True, arrived)
             else:
                 client = self._client_of.get(sock)
                 if client is not None:
-                    self._schedule(self.backward, self._front, data, client, False)
+                    self._schedule(self.backward, self._front, data, client, False, arrived)
 
 
 def _ms(text: str) -> float:

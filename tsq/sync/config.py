@@ -1,0 +1,148 @@
+"""The `tsq sync --config FILE` TOML file (see examples/tsq-sync.toml for a documented one).
+
+    servers = ["time.example.net:4433", "time2.example.net"]
+    mode = "auto"            # auto | datagram | stream
+    minpoll = 0              # log2 seconds
+    maxpoll = 6
+    control = "/run/tsq/control.sock"
+
+    [trust]                  # ca = "FILE" | pin = "sha256/BASE64" | insecure = true
+    [log]                    # dir = "/var/log/tsq", fsync_interval = 5.0
+    [system_clock]           # adjust = true, makestep = 1.0, makestep_limit = 3, panic = 1000.0, dry_run
+    [refclock]               # sock = "/run/chrony/tsq.sock", time_bits = "auto" | 32 | 64
+    [metrics]                # file = "/var/lib/prometheus/node-exporter/tsq.prom", port = 9473
+
+`parse_config(text)` returns the keyword arguments of SyncConfig and raises ConfigError, and only
+ConfigError, for anything wrong (syntax, unknown key, wrong type), naming the key.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9/3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+
+class ConfigError(ValueError):
+    """The configuration file is not valid; the message names the file, key and problem."""
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError("a string")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError("true or false")
+    return v
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError("an integer")
+    return v
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError("a number")
+    if v != v or v in (float("inf"), float("-inf")):
+        raise TypeError("a finite number")
+    return float(v)
+
+
+def _servers(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+        raise TypeError("a list of non-empty strings")
+    return list(v)
+
+
+def _mode(v: Any) -> str:
+    if v not in ("auto", "datagram", "stream"):
+        raise TypeError('"auto", "datagram" or "stream"')
+    return str(v)
+
+
+def _time_bits(v: Any) -> str:
+    if v in ("auto", 32, 64) and not isinstance(v, bool):
+        return str(v)
+    raise TypeError('"auto", 32 or 64')
+
+
+Conv = Callable[[Any], Any]
+# (table, key) -> (SyncConfig field, converter). Table "" is the top level.
+SCHEMA: Dict[Tuple[str, str], Tuple[str, Conv]] = {
+    ("", "servers"): ("servers", _servers),
+    ("", "mode"): ("mode", _mode),
+    ("", "minpoll"): ("minpoll", _int),
+    ("", "maxpoll"): ("maxpoll", _int),
+    ("", "control"): ("control_path", _str),
+    ("trust", "ca"): ("ca", _str),
+    ("trust", "pin"): ("pin", _str),
+    ("trust", "insecure"): ("insecure", _bool),
+    ("log", "dir"): ("log_dir", _str),
+    ("log", "fsync_interval"): ("fsync_interval_s", _float),
+    ("system_clock", "adjust"): ("adjust_system", _bool),
+    ("system_clock", "makestep"): ("makestep_s", _float),
+    ("system_clock", "makestep_limit"): ("makestep_limit", _int),
+    ("system_clock", "panic"): ("panic_s", _float),
+    ("system_clock", "dry_run"): ("dry_run", _bool),
+    ("refclock", "sock"): ("refclock_sock", _str),
+    ("refclock", "time_bits"): ("refclock_time_bits", _time_bits),
+    ("metrics", "file"): ("metrics_file", _str),
+    ("metrics", "port"): ("metrics_port", _int),
+}
+TABLES = {t for t, _ in SCHEMA if t}
+
+
+def config_from_mapping(doc: Mapping[str, Any], source: str = "config") -> Dict[str, Any]:
+    """SyncConfig keyword arguments from a parsed TOML document."""
+    out: Dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{key}] must be a table")
+            items = [((key, k), v, f"{key}.{k}") for k, v in value.items()]
+        else:
+            items = [(("", key), value, key)]
+        for where, v, name in items:
+            entry = SCHEMA.get(where)
+            if entry is None:
+                raise ConfigError(f"{source}: unknown setting {name!r}")
+            field, conv = entry
+            try:
+                out[field] = conv(v)
+            except TypeError as exc:
+                raise ConfigError(f"{source}: {name} must be {exc}") from None
+    if "minpoll" in out and "maxpoll" in out and out["minpoll"] > out["maxpoll"]:
+        raise ConfigError(f"{source}: minpoll {out['minpoll']} is above maxpoll {out['maxpoll']}")
+    return out
+
+
+def parse_config(text: str, source: str = "config") -> Dict[str, Any]:
+    """SyncConfig keyword arguments from TOML text; ConfigError for anything wrong."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config_from_mapping(doc, source)
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """SyncConfig keyword arguments from the TOML file at `path`; ConfigError if unreadable/invalid."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_config(text, path)

@@ -1,0 +1,268 @@
+"""A simulator for the sync engine: known truth in, measured error out (as chrony's clknetsim).
+
+Time is simulated; nothing sleeps, so hours run in seconds. Everything is deterministic for a seed.
+
+- `LocalClock`: the gateway's CLOCK_MONOTONIC_RAW as a function of true time: a frequency error
+  (ppm), a random walk of that frequency (wander) and frequency steps (a temperature jump).
+- `SimServer`: a TSQ server whose clock is truth plus a constant error (a liar), steps, stamp noise;
+  it can be down for periods, and may send Clock Quality / Time Source / Metadata advisories.
+- `SimPath`: one-way delays both ways (asymmetry), exponential queueing jitter, loss.
+- `Simulation`: runs an `Engine` against them the way `tsq sync` does (poll when `next_poll` says,
+  `on_exchange`/`on_timeout`, `update` after each and every second) and records, every
+  `eval_every_s`, the model's error against truth and whether the bound contained it.
+
+Exchanges are built exactly as the real client builds them: T1/T4 from the simulated raw clock,
+T2/T3 in unix ns from the server's clock. True time is UTC (unix ns).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
+from tsq.sync.exchange import Exchange
+
+NS_PER_S = 1_000_000_000
+START_UNIX_NS = 1_795_000_000 * NS_PER_S     # late 2026
+
+
+class LocalClock:
+    """raw(t) for true time t; frequency constant within `segment_s`-long segments of true time."""
+
+    def __init__(self, freq_ppm: float = 0.0, wander_ppb_per_rt_s: float = 0.0,
+                 freq_steps: Sequence[Tuple[float, float]] = (), *, raw0_ns: int = 4_321 * NS_PER_S,
+                 start_unix_ns: int = START_UNIX_NS, segment_s: float = 1.0, seed: int = 1) -> None:
+        self.freq_ppm = freq_ppm              # positive: raw runs fast
+        self.wander = wander_ppb_per_rt_s
+        self.freq_steps = sorted(freq_steps)
+        self.raw0_ns = raw0_ns
+        self.start_unix_ns = start_unix_ns
+        self.segment_ns = int(segment_s * NS_PER_S)
+        self._rng = random.Random(seed)
+        self._phase: List[float] = [0.0]      # raw - raw0 at each segment start
+        self._freq: List[float] = [self._step_sum(0) + freq_ppm]   # ppm within each segment
+        self._walk = 0.0
+
+    def _step_sum(self, k: int) -> float:
+        t_s = k * self.segment_ns / NS_PER_S
+        return sum(d for at, d in self.freq_steps if at <= t_s)
+
+    def _extend(self, k: int) -> None:
+        while len(self._phase) <= k:
+            i = len(self._phase) - 1
+            self._phase.append(self._phase[i] + self.segment_ns * (1.0 + self._freq[i] * 1e-6))
+            if self.wander:
+                self._walk += self._rng.gauss(0.0, self.wander * math.sqrt(self.segment_ns / NS_PER_S))
+            self._freq.append(self.freq_ppm + self._step_sum(i + 1) + self._walk / 1000.0)
+
+    def freq_at(self, true_ns: int) -> float:
+        """The raw clock's frequency error (ppm, positive fast) at true time."""
+        k = max(0, (true_ns - self.start_unix_ns) // self.segment_ns)
+        self._extend(k)
+        return self._freq[k]
+
+    def raw_at(self, true_ns: int) -> int:
+        el = true_ns - self.start_unix_ns
+        if el < 0:
+            raise ValueError("before the simulation's start")
+        k = el // self.segment_ns
+        self._extend(k)
+        within = el - k * self.segment_ns
+        return self.raw0_ns + round(self._phase[k] + within * (1.0 + self._freq[k] * 1e-6))
+
+    def true_at(self, raw_ns: int) -> int:
+        """Inverse of raw_at (for scheduling), for raw at or after the start."""
+        rel = float(raw_ns - self.raw0_ns)
+        while self._phase[-1] < rel:
+            self._extend(len(self._phase))
+        k = max(0, bisect.bisect_right(self._phase, rel) - 1)
+        within = (rel - self._phase[k]) / (1.0 + self._freq[k] * 1e-6)
+        return self.start_unix_ns + k * self.segment_ns + max(0, round(within))
+
+
+@dataclass
+class SimServer:
+    name: str
+    error_ns: int = 0                                   # constant error of its clock (a liar)
+    steps: Sequence[Tuple[float, int]] = ()             # (at s, delta ns): its clock steps
+    stamp_noise_ns: float = 0.0                         # gaussian noise on T2 and T3
+    turnaround_ns: int = 20_000
+    down: Sequence[Tuple[float, float]] = ()            # (from s, until s): no answers
+    clock_quality: Any = None
+    time_source: Any = None
+    metadata: Tuple[Tuple[str, str], ...] = ()
+
+    def clock(self, true_ns: int, elapsed_s: float) -> int:
+        return true_ns + self.error_ns + sum(d for at, d in self.steps if at <= elapsed_s)
+
+    def is_down(self, elapsed_s: float) -> bool:
+        return any(a <= elapsed_s < b for a, b in self.down)
+
+
+@dataclass
+class SimPath:
+    delay_ns: int = 50_000                 # one way, client -> server
+    back_delay_ns: Optional[int] = None    # one way, server -> client (default: delay_ns)
+    jitter_ns: float = 0.0                 # mean of the exponential queueing delay added per leg
+    loss: float = 0.0                      # probability an exchange is lost
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    t_s: float                             # true seconds since start
+    state: str
+    error_ns: Optional[int]                # model UTC - true UTC
+    bound_ns: Optional[int]
+
+
+@dataclass
+class SimResult:
+    records: List[EvalRecord] = field(default_factory=list)
+    outcomes: List[Tuple[float, SampleOutcome]] = field(default_factory=list)
+    updates: List[Tuple[float, ModelUpdate]] = field(default_factory=list)
+    first_sync_s: Optional[float] = None
+    exchanges: int = 0
+    lost: int = 0
+
+    def summary(self, after_s: float = 0.0) -> Dict[str, Any]:
+        """p50/p99/max |error|, bound containment and time synchronised, from `after_s` on."""
+        recs = [r for r in self.records if r.t_s >= after_s]
+        answered = [r for r in recs if r.error_ns is not None and r.bound_ns is not None]
+        errs = sorted(abs(r.error_ns) for r in answered if r.error_ns is not None)
+        contained = sum(1 for r in answered if r.error_ns is not None and r.bound_ns is not None
+                        and abs(r.error_ns) <= r.bound_ns)
+        bounds = sorted(r.bound_ns for r in answered if r.bound_ns is not None)
+        return {
+            "evaluations": len(recs),
+            "answered": len(answered),
+            "synchronised": sum(1 for r in recs if r.state == "synchronised") / max(1, len(recs)),
+            "p50_ns": percentile(errs, 50), "p99_ns": percentile(errs, 99),
+            "max_ns": errs[-1] if errs else None,
+            "bound_p50_ns": percentile(bounds, 50),
+            "contained": contained / len(answered) if answered else None,
+            "first_sync_s": self.first_sync_s,
+        }
+
+
+def percentile(sorted_values: Sequence[int], p: float) -> Optional[int]:
+    """Nearest-rank percentile of an ascending sequence; None when empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+class Simulation:
+    """Drives an Engine against simulated servers and a simulated raw clock."""
+
+    def __init__(self, engine: Engine, clock: LocalClock, servers: Sequence[Tuple[SimServer, SimPath]],
+                 *, seed: int = 1, timeout_s: float = 1.0, eval_every_s: float = 1.0,
+                 mode: str = "datagram") -> None:
+        self.engine = engine
+        self.clock = clock
+        self.servers = {s.name: (s, p) for s, p in servers}
+        self.rng = random.Random(seed)
+        self.timeout_ns = int(timeout_s * NS_PER_S)
+        self.eval_ns = int(eval_every_s * NS_PER_S)
+        self.mode = mode
+        self.start = clock.start_unix_ns
+        self.now = self.start
+        self.result = SimResult()
+        self._queue: List[Tuple[int, int, str, str, Any]] = []
+        self._seq = 0
+        for name in self.servers:
+            engine.add_source(name)
+
+    def _push(self, t: int, kind: str, name: str = "", payload: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (t, self._seq, kind, name, payload))
+
+    def _elapsed(self, t: int) -> float:
+        return (t - self.start) / NS_PER_S
+
+    def true_offset_ns(self, raw_ns: int) -> int:
+        """UTC - raw at a raw instant: what the engine should find."""
+        return self.clock.true_at(raw_ns) - raw_ns
+
+    def run(self, duration_s: float) -> SimResult:
+        if not self._queue:
+            for name in self.servers:
+                self._push(self.now, "poll", name)
+            self._push(self.now + self.eval_ns, "eval")
+        end = self.now + int(duration_s * NS_PER_S)
+        while self._queue and self._queue[0][0] <= end:
+            t, _, kind, name, payload = heapq.heappop(self._queue)
+            self.now = t
+            if kind == "poll":
+                self._poll(name)
+            elif kind == "reply":
+                raw = self.clock.raw_at(t)
+                outcome = self.engine.on_exchange(payload, raw)
+                self.result.outcomes.append((self._elapsed(t), outcome))
+                self._update(raw)
+                self._schedule_poll(name, raw)
+            elif kind == "timeout":
+                raw = self.clock.raw_at(t)
+                self.engine.on_timeout(name, raw)
+                self._update(raw)
+                self._schedule_poll(name, raw)
+            else:
+                self._evaluate()
+                self._push(t + self.eval_ns, "eval")
+        self.now = end
+        return self.result
+
+    def _update(self, raw: int) -> None:
+        up = self.engine.update(raw)
+        if up is None:
+            return
+        self.result.updates.append((self._elapsed(self.now), up))
+        if self.result.first_sync_s is None and up.state == "synchronised":
+            self.result.first_sync_s = self._elapsed(self.now)
+
+    def _evaluate(self) -> None:
+        raw = self.clock.raw_at(self.now)
+        self._update(raw)
+        model = self.engine.model
+        utc = model.utc_ns(raw)
+        self.result.records.append(EvalRecord(
+            self._elapsed(self.now), model.state(raw), None if utc is None else utc - self.now,
+            model.error_bound_ns(raw)))
+
+    def _schedule_poll(self, name: str, raw: int) -> None:
+        due = self.engine.next_poll(name, raw)
+        t = self.now if due <= raw else max(self.now, self.clock.true_at(due))
+        self._push(t, "poll", name)
+
+    def exchange_at(self, server: SimServer, path: SimPath, t: int) -> Tuple[Exchange, int]:
+        """The Exchange a poll sent at true time t produces, and its true arrival time."""
+        rng = self.rng
+        back = path.delay_ns if path.back_delay_ns is None else path.back_delay_ns
+        fwd = path.delay_ns + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
+        bwd = back + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
+        t2_true = t + round(fwd)
+        t3_true = t2_true + server.turnaround_ns
+        t4_true = t3_true + round(bwd)
+        noise = server.stamp_noise_ns
+        t2 = server.clock(t2_true, self._elapsed(t2_true)) + (round(rng.gauss(0, noise)) if noise else 0)
+        t3 = server.clock(t3_true, self._elapsed(t3_true)) + (round(rng.gauss(0, noise)) if noise else 0)
+        ex = Exchange(server=server.name, mode=self.mode, t1_raw=self.clock.raw_at(t), t2_unix=t2,
+                      t3_unix=max(t3, t2), t4_raw=self.clock.raw_at(t4_true), kernel_t1=True,
+                      kernel_t4=True, clock_quality=server.clock_quality, time_source=server.time_source,
+                      metadata=server.metadata)
+        return ex, t4_true
+
+    def _poll(self, name: str) -> None:
+        server, path = self.servers[name]
+        self.result.exchanges += 1
+        if server.is_down(self._elapsed(self.now)) or (path.loss and self.rng.random() < path.loss):
+            self.result.lost += 1
+            self._push(self.now + self.timeout_ns, "timeout", name)
+            return
+        ex, t4 = self.exchange_at(server, path, self.now)
+        self._push(t4, "reply", name, ex)
