@@ -23,8 +23,8 @@ def test_documented_example_loads() -> None:
     assert cfg.servers == ["time1.example.net:4433", "time2.example.net:4433", "time3.example.net"]
     assert (cfg.mode, cfg.minpoll, cfg.maxpoll) == ("auto", 0, 6)
     assert cfg.log_dir == "/var/log/tsq" and cfg.fsync_interval_s == 5.0
-    assert not cfg.adjust_system and cfg.makestep_s == 1.0 and cfg.makestep_limit == 3
-    assert cfg.panic_s == 1000.0 and cfg.refclock_sock is None and cfg.refclock_time_bits == "auto"
+    assert not cfg.adjust_system and cfg.makestep == 1.0 and cfg.makestep_limit == 3
+    assert cfg.panic == 1000.0 and cfg.refclock_sock is None and cfg.refclock_time_bits == "auto"
 
 
 def test_every_key() -> None:
@@ -58,7 +58,7 @@ port = 9473
     assert cfg == SyncConfig(servers=["a:1"], mode="datagram", minpoll=1, maxpoll=3,
                              control_path="/tmp/x.sock",
                              ca="ca.pem", pin="sha256/x", insecure=True, log_dir="logs", fsync_interval_s=1.0,
-                             adjust_system=True, makestep_s=0.5, makestep_limit=1, panic_s=0.0, dry_run=True,
+                             adjust_system=True, makestep=0.5, makestep_limit=1, panic=0.0, dry_run=True,
                              refclock_sock="/run/chrony/tsq.sock", refclock_time_bits="32",
                              metrics_file="m.prom", metrics_port=9473)
 
@@ -118,7 +118,7 @@ def test_flags_override_the_file(tmp_path: Any) -> None:
     cfg = config_from_args(_args("--config", EXAMPLE, "--server", "127.0.0.1:4433", "--maxpoll", "2",
                                  "--adjust-system", "--dry-run", "--makestep", "0.01"))
     assert cfg.servers == ["127.0.0.1:4433"] and cfg.maxpoll == 2 and cfg.minpoll == 0
-    assert cfg.adjust_system and cfg.dry_run and cfg.makestep_s == 0.01 and cfg.log_dir == "/var/log/tsq"
+    assert cfg.adjust_system and cfg.dry_run and cfg.makestep == 0.01 and cfg.log_dir == "/var/log/tsq"
     assert cfg.insecure is False and cfg.quiet is False
     with pytest.raises(ConfigError, match="no TSQ server"):
         config_from_args(_args("--log", str(tmp_path)))

@@ -203,7 +203,7 @@ def test_timex_layout_and_requests() -> None:
 
 
 def test_dry_run_adjuster_never_writes() -> None:
-    adj = SystemClockAdjuster(makestep_s=0.1, makestep_limit=2, panic_s=10.0, dry_run=True)
+    adj = SystemClockAdjuster(makestep=0.1, makestep_limit=2, panic=10.0, dry_run=True)
     assert adj._adjtimex is None     # no handle to the syscall exists in dry-run mode
     assert adj.update(500 * MS, 1.5, 2000).startswith("would step the system clock by -0.500000000 s")
     assert "would set kernel frequency +1.500 ppm" in adj.update(200 * MS, 1.5, 2000)

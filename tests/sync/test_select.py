@@ -64,7 +64,8 @@ def test_selection_is_total_and_consistent(intervals: list[tuple[int, float]], p
 
 @given(st.integers(-10**8, 10**8), st.lists(st.tuples(st.floats(-1, 1), st.floats(1e3, 1e7)),
                                              min_size=1, max_size=7))
-def test_truth_within_bound_when_every_interval_holds_it(truth: int, shapes: list[tuple[float, float]]) -> None:
+def test_truth_within_bound_when_every_interval_holds_it(truth: int,
+                                                         shapes: list[tuple[float, float]]) -> None:
     # Every source honest (truth inside its interval): a decision, and the bound holds the truth.
     cands = [cand(f"s{i}", truth + round(pos * d * 0.999), d) for i, (pos, d) in enumerate(shapes)]
     sel = select(cands, len(cands))

@@ -150,11 +150,11 @@ def frequency_timex(freq_ppm: float, maxerror_ns: int) -> Timex:
 class SystemClockAdjuster:
     """Applies Actions with adjtimex; in dry-run mode describes them and makes no writing syscall."""
 
-    def __init__(self, *, makestep_s: float = 1.0, makestep_limit: int = 3, panic_s: float = 1000.0,
+    def __init__(self, *, makestep: float = 1.0, makestep_limit: int = 3, panic: float = 1000.0,
                  dry_run: bool = False, set_frequency: bool = True) -> None:
-        self.makestep_ns = round(makestep_s * 1e9)
+        self.makestep_ns = round(makestep * 1e9)
         self.makestep_limit = makestep_limit
-        self.panic_ns = round(panic_s * 1e9)
+        self.panic_ns = round(panic * 1e9)
         self.dry_run = dry_run
         self.set_frequency = set_frequency
         self.updates = 0

@@ -49,9 +49,9 @@ class SyncConfig:
     control_path: Optional[str] = None
     # outputs, all off by default
     adjust_system: bool = False
-    makestep_s: float = 1.0            # step when |offset| > this ...
+    makestep: float = 1.0            # step when |offset| > this ...
     makestep_limit: int = 3            # ... in the first N clock updates (then only slew)
-    panic_s: float = 1000.0            # never touch the clock for |offset| > this (0: no limit)
+    panic: float = 1000.0            # never touch the clock for |offset| > this (0: no limit)
     dry_run: bool = False              # --adjust-system only says what it would do
     refclock_sock: Optional[str] = None
     refclock_time_bits: str = "auto"
@@ -105,8 +105,8 @@ class SyncRunner:
 
             # Raises SysclockError without CAP_SYS_TIME (unless dry-run): refuse before starting.
             self.sysclock = SystemClockAdjuster(
-                makestep_s=config.makestep_s, makestep_limit=config.makestep_limit,
-                panic_s=config.panic_s, dry_run=config.dry_run)
+                makestep=config.makestep, makestep_limit=config.makestep_limit,
+                panic=config.panic, dry_run=config.dry_run)
         self.config = config
         self.engine = Engine(minpoll=config.minpoll, maxpoll=config.maxpoll)
         self.model = self.engine.model
@@ -304,14 +304,16 @@ class SyncRunner:
             }, now_unix_ns=real)
         line = summary_line(st)
         if not upd.decided:
-            line += f"; cannot decide: {upd.reason}"
+            line += f"; {upd.reason}"
         elif (self.sysclock is not None and st["state"] == "synchronised"
               and st["system_offset_ns"] is not None):
             from tsq.outputs.sysclock import SysclockError
 
             try:
-                line += "; " + self.sysclock.update(st["system_offset_ns"], st["freq_ppm"],
-                                                    st["error_bound_ns"])
+                # the kernel frequency follows the model's only once it is known to within 1 ppm
+                ferr = st["freq_error_ppm"]
+                freq = st["freq_ppm"] if ferr is not None and ferr < 1.0 else None
+                line += "; " + self.sysclock.update(st["system_offset_ns"], freq, st["error_bound_ns"])
             except SysclockError as exc:
                 line += f"; system clock NOT adjusted: {exc}"
         if not self.config.quiet:
@@ -361,11 +363,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     out = p.add_argument_group("outputs (all off by default)")
     out.add_argument("--adjust-system", action="store_true", default=None,
                      help="discipline the system clock with adjtimex (needs CAP_SYS_TIME)")
-    out.add_argument("--makestep", dest="makestep_s", type=float, metavar="S",
+    out.add_argument("--makestep", type=float, metavar="S",
                      help="step instead of slewing when |offset| > S in the first updates (default 1.0)")
     out.add_argument("--makestep-limit", dest="makestep_limit", type=int, metavar="N",
                      help="updates in which a step is allowed (default 3)")
-    out.add_argument("--panic", dest="panic_s", type=float, metavar="S",
+    out.add_argument("--panic", type=float, metavar="S",
                      help="never touch the clock for |offset| > S (default 1000; 0: no limit)")
     out.add_argument("--dry-run", action="store_true", default=None,
                      help="with --adjust-system: print what would be done, change nothing")

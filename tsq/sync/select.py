@@ -95,7 +95,8 @@ def select(cands: Sequence[Candidate], quorum: int) -> Selection:
     if region is None:
         return Selection(False, f"cannot decide: no {quorum // 2 + 1} of {quorum} sources agree")
     lo, hi = region
-    survivors = [c for c in cands if c.offset_ns - c.distance_ns <= hi and c.offset_ns + c.distance_ns >= lo]
+    # Integer differences first: offsets near 1.8e18 ns do not survive a float conversion.
+    survivors = [c for c in cands if c.offset_ns - hi <= c.distance_ns and lo - c.offset_ns <= c.distance_ns]
     liars = tuple(c.name for c in cands if c not in survivors)
     ref = survivors[0].offset_ns
     # Weight by 1/distance^2; a server that itself claims a larger error gets less say.

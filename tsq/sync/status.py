@@ -91,7 +91,7 @@ def render_tracking(st: Mapping[str, Any]) -> List[str]:
         system = "-"
     freq = _num(st.get("freq_ppm"), "+.3f", " ppm")
     if st.get("freq_error_ppm") is not None and freq != "-":
-        freq += f" (± {_num(st.get('freq_error_ppm'), '.3f')} ppm)"
+        freq += f" ± {_num(st.get('freq_error_ppm'), '.3f')}"
     last = st.get("last_update_utc") or "-"
     if st.get("last_update_age_s") is not None:
         last += f" ({_age(st.get('last_update_age_s'))} ago)"
@@ -104,6 +104,7 @@ def render_tracking(st: Mapping[str, Any]) -> List[str]:
         ("Error bound", fmt_ns(st.get("error_bound_ns"))),
         ("Leap status", LEAP_TEXT.get(leap, "-") if isinstance(leap, int) else "-"),
         ("Last update", last),
+        ("Reason", str(st.get("reason") or "-")),
         ("Poll interval", _num(st.get("poll_s"), ".0f", " s")),
     ]
     return [f"{name:<15} : {value}" for name, value in rows]
