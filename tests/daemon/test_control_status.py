@@ -13,6 +13,8 @@ import urllib.request
 from typing import Any, Dict, Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
 from tsq.sync.control import ControlError, ControlServer, query_status
@@ -186,3 +188,19 @@ def test_metrics_text_file_and_http(tmp_path: Any, loop_thread: LoopThread) -> N
             urllib.request.urlopen(f"http://127.0.0.1:{http.port}/", timeout=10)
     finally:
         loop_thread.call(http.close())
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+status_like = st.fixed_dictionaries({}, optional={
+    k: json_values | st.just(v) for k, v in STATUS.items()})
+
+
+@given(status_like)
+def test_render_and_metrics_total(status: Dict[str, Any]) -> None:
+    # whatever a (future or foreign) daemon sends, the views render it or show "-"
+    assert isinstance(render(status), str)
+    assert isinstance(summary_line(status), str)
+    assert render_metrics(status).endswith("\n")

@@ -26,6 +26,10 @@ def _number(v: Any) -> Optional[float]:
     return float(v)
 
 
+def _list(v: Any) -> List[Any]:
+    return v if isinstance(v, list) else []
+
+
 class _Writer:
     def __init__(self) -> None:
         self.lines: List[str] = []
@@ -62,7 +66,7 @@ def render_metrics(status: Mapping[str, Any]) -> str:
              status.get("last_update_age_s"))
     w.metric("tsq_leap", "gauge", "leap indicator (0 none, 1 insert, 2 delete, 3 unknown)",
              status.get("leap"))
-    for src in status.get("sources") or []:
+    for src in _list(status.get("sources")):
         if not isinstance(src, dict):
             continue
         lab = {"source": str(src.get("name", ""))}
@@ -74,7 +78,7 @@ def render_metrics(status: Mapping[str, Any]) -> str:
         for sel in SELECTIONS:
             w.metric("tsq_source_selection", "gauge", "1 for the source's selection state",
                      int(src.get("selection") == sel), {**lab, "selection": sel})
-    for dev in status.get("devices") or []:
+    for dev in _list(status.get("devices")):
         if not isinstance(dev, dict):
             continue
         lab = {"device": str(dev.get("device") or ""), "port": str(dev.get("port") or "")}

@@ -244,7 +244,7 @@ class SyncRunner:
     async def _poll_loop(self, name: str, client: Any) -> None:
         from tsq.quic.client import TsqError
 
-        backoff = BACKOFF_INITIAL_S
+        down = 0          # failures in a row that left the client without a connection
         while True:
             now = _raw_ns()
             due = self.engine.next_poll(name, now)
@@ -254,16 +254,22 @@ class SyncRunner:
                 ex = await client.sample(self.config.mode)
             except TsqError as exc:
                 self.engine.on_timeout(name, _raw_ns())
-                log.warning("%s: %s", name, exc)
-                if not client.connected:
-                    # unreachable: back off (on top of the engine's poll) so a dead server is not
-                    # hammered with handshakes
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.config.backoff_max_s)
+                down = down + 1 if not client.connected else 0
+                # A lost datagram, or a stalled connection the client drops and re-opens at the
+                # next poll, is routine. A reconnection that fails is worth a warning (once), and
+                # further attempts back off exponentially so a dead server is not hammered.
+                log.log(logging.WARNING if down == 2 else logging.DEBUG, "%s", exc)
+                if down >= 2:
+                    await asyncio.sleep(min(BACKOFF_INITIAL_S * 2 ** (down - 2), self.config.backoff_max_s))
                 continue
-            backoff = BACKOFF_INITIAL_S
+            if down >= 2:
+                log.info("%s: answering again", name)
+            down = 0
             now = _raw_ns()
             result = self.engine.on_exchange(ex, now)
+            log.debug("%s: %s %s, offset %s ns, delay %d ns", name, ex.mode,
+                      "accepted" if result.accepted else "rejected (" + result.reason + ")",
+                      result.relative_offset_ns, result.delay_ns)
             self._log_sample(ex, result, now)
             self._update(now)
 
@@ -419,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(_main(runner))
-    except ControlError as exc:
+    except (ControlError, OSError) as exc:   # control socket in use, log directory not writable
         print(f"tsq sync: {exc}", file=sys.stderr)
         return 1
 

@@ -92,7 +92,7 @@ def render_tracking(st: Mapping[str, Any]) -> List[str]:
     freq = _num(st.get("freq_ppm"), "+.3f", " ppm")
     if st.get("freq_error_ppm") is not None and freq != "-":
         freq += f" ± {_num(st.get('freq_error_ppm'), '.3f')}"
-    last = st.get("last_update_utc") or "-"
+    last = str(st.get("last_update_utc") or "-")
     if st.get("last_update_age_s") is not None:
         last += f" ({_age(st.get('last_update_age_s'))} ago)"
     leap = st.get("leap")
@@ -160,7 +160,8 @@ def render(status: Mapping[str, Any]) -> str:
 
 def summary_line(status: Mapping[str, Any]) -> str:
     """One line per update for the daemon's log: state, system offset, bound, frequency, sources."""
-    sources = status.get("sources") or []
+    sources = status.get("sources")
+    sources = sources if isinstance(sources, list) else []
     marks = "".join(SELECTION_MARK.get(str(s.get("selection")), "?") for s in sources
                     if isinstance(s, dict))
     return (f"{status.get('state', '-')} system {fmt_ns(status.get('system_offset_ns'), signed=True)} "
