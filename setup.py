@@ -26,13 +26,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any build failure means "no extension"
+        except Exception as exc:
             sys.stderr.write(NOTICE.format(why=exc))
 
     def build_extension(self, ext):  # type: ignore[no-untyped-def]
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             sys.stderr.write(NOTICE.format(why=exc))
 
 

@@ -20,7 +20,6 @@ COMMANDS: list[tuple[str, str]] = [
     ("sync", "tsq.sync.daemon"),
     ("status", "tsq.sync.status"),
     ("bridge", "tsq.bridge.cli"),
-    ("report", "tsq.report"),
     ("demo", "tsq.demo"),
 ]
 
@@ -35,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tsq {__version__} ({_backend()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # TODO(integration): remove once every module exists
-            if exc.name != module:
-                raise
-            continue
-        mod.add_parser(sub)
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 

@@ -1,10 +1,11 @@
 """`tsq demo`: the whole chain on one machine, live.
 
 A local TSQ server (127.0.0.1, ephemeral port, throw-away certificate), the sync engine against it,
-the serial bridge, and simulated devices running the real firmware core (host build) over ptys.
-Once a second it shows, for the gateway and for every device, what the clock believes (state and
-error bound) and how wrong it really is (the gateway against the system clock, which the server
-serves; each device against its own truth log). Ctrl-C ends it cleanly.
+the serial bridge, and simulated devices over ptys (Python stand-ins speaking the real serial
+protocol, until the C firmware's host build exists). Once a second it shows, for the gateway and
+for every device, what the clock believes (state and error bound) and how wrong it really is (the
+gateway against the system clock, which the server serves; each device against CLOCK_REALTIME,
+which it can read). Ctrl-C ends it cleanly.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ DEVICE_SKEWS_PPM = (50.0, -20.0, 10.0, -35.0, 25.0, -5.0)
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="run server, engine, bridge and simulated devices on this machine",
                        description=__doc__)
+    _configure(p)
+    p.set_defaults(func=run)
+
+
+def default_args() -> argparse.Namespace:
+    """The demo's options at their defaults (for `python -m tsq.bridge` with no arguments)."""
+    p = argparse.ArgumentParser()
+    _configure(p)
+    return p.parse_args([])
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=2, help="simulated devices (default 2)")
     p.add_argument("--duration", type=float, default=0.0, metavar="S",
                    help="stop after S seconds (default: until Ctrl-C)")
@@ -35,7 +48,6 @@ def add_parser(sub: Any) -> None:
                    help="time for the bridge: the sync engine against the local server (default), "
                         "or the system clock directly")
     p.add_argument("--ping-interval", type=float, default=1.0, metavar="S")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,15 +80,16 @@ async def _start_server(tmp: str) -> tuple[Any, str]:
     return server, pki.server_pin
 
 
-def _start_devices(n: int, tmp: str) -> list[Any]:
-    """Simulated devices running the firmware host build on ptys (tsq.testing.firmware)."""
-    from tsq.testing import firmware  # type: ignore[attr-defined]
+def _start_devices(n: int) -> list[Any]:
+    """Simulated devices on ptys. Until the C firmware's host build exists, these are Python
+    stand-ins speaking the same serial protocol (tsq.testing.standin_device)."""
+    from tsq.testing.standin_device import StandInDevice
 
     devices = []
     for i in range(n):
-        ppm = DEVICE_SKEWS_PPM[i % len(DEVICE_SKEWS_PPM)]
-        # TODO(integration): match tsq/testing/firmware.py's SimulatedDevice signature.
-        devices.append(firmware.SimulatedDevice(ppm=ppm, workdir=tmp))
+        dev = StandInDevice.on_new_pty(0xD0000001 + i, DEVICE_SKEWS_PPM[i % len(DEVICE_SKEWS_PPM)])
+        dev.start()
+        devices.append(dev)
     return devices
 
 
@@ -117,7 +130,7 @@ async def _demo(args: argparse.Namespace) -> int:
             model = SystemClockModel(assume_bound_ns=1000)
             source_note = "system clock (as reference)"
         try:
-            devices = _start_devices(args.devices, tmp) if args.devices > 0 else []
+            devices = _start_devices(args.devices) if args.devices > 0 else []
         except (ImportError, AttributeError, OSError) as exc:
             print(f"tsq demo: no simulated devices ({exc})", file=sys.stderr)
             devices = []

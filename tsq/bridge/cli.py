@@ -35,7 +35,9 @@ def _position(text: str) -> Tuple[float, float]:
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the bridge's arguments to a parser (shared by `tsq bridge` and `python -m tsq.bridge`)."""
-    p.add_argument("ports", nargs="+", metavar="PORT", help="serial port(s), e.g. /dev/ttyUSB0")
+    p.add_argument("ports", nargs="*", metavar="PORT",
+                   help="serial port(s), e.g. /dev/ttyUSB0; with none (and no --server/--source), "
+                        "runs the local demo (`tsq demo`)")
     p.add_argument("--server", action="append", default=[], metavar="HOST[:PORT]",
                    help="TSQ server to synchronise from (repeatable); runs the sync engine in-process")
     p.add_argument("--source", choices=["system"],
@@ -72,6 +74,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.ports:
+        if args.server or args.source is not None:
+            print("tsq bridge: no serial port given (e.g. /dev/ttyUSB0)", file=sys.stderr)
+            return 2
+        from tsq import demo
+
+        print("tsq bridge: no serial port and no server given: running the local demo (a TSQ server "
+              "on loopback, the engine, this bridge and simulated devices). For real use: "
+              "python -m tsq.bridge /dev/ttyUSB0 --server HOST[:PORT]", file=sys.stderr)
+        return demo.run(demo.default_args())
     if not args.server and args.source is None:
         print(NO_SOURCE_ERROR, file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
+from tsq.bridge import frames
 from tsq.bridge.linefit import LineFit, PingSample
 from tsq.bridge.port import PortLink, raw_ns
 
@@ -92,28 +93,33 @@ class Codec(Protocol):
 
 
 class FramesCodec:
-    """The Codec onto `tsq.bridge.frames` (firmware-bridge/PROTOCOL.md)."""
+    """The Codec onto `tsq.bridge.frames` (firmware-bridge/PROTOCOL.md, version 1)."""
 
-    def __init__(self) -> None:
-        from tsq.bridge import frames
+    # A device that hears nothing for this long reports itself unsynchronised (PROTOCOL.md).
+    valid_ms = 10_000
 
-        self.frames: Any = frames
-
-    def new_decoder(self) -> Any:
-        return self.frames.StreamDecoder()
+    def new_decoder(self) -> frames.StreamDecoder:
+        return frames.StreamDecoder()
 
     def to_event(self, frame: Any) -> Optional[object]:
-        event: Optional[object] = self.frames.to_event(frame)  # TODO(integration): map to our events
-        return event
+        if isinstance(frame, frames.Hello):
+            fw = ".".join(str(x) for x in frame.firmware)
+            return HelloEvent(frame.device_id, fw, frame.tick_hz, frame.capabilities)
+        if isinstance(frame, frames.Pong):
+            return PongEvent(frame.seq, frame.t2_ticks, frame.t3_ticks)
+        return None  # STATUS and frames meant for a device carry nothing the session uses yet
 
     def encode_hello_request(self, seq: int) -> bytes:
-        return bytes(self.frames.encode_hello_request(seq))
+        return frames.encode(frames.HelloRequest(seq))
 
     def encode_ping(self, seq: int) -> bytes:
-        return bytes(self.frames.encode_ping(seq))
+        return frames.encode(frames.Ping(seq))
 
     def encode_timescale(self, seq: int, ts: Timescale) -> bytes:
-        return bytes(self.frames.encode_timescale(seq, ts))
+        flags = frames.FLAG_SYNCHRONISED if ts.synchronised else 0
+        return frames.encode(frames.TimescaleMsg(
+            seq, ts.t0_ticks & (2**64 - 1), ts.utc0_ns, frames.q32_rate(ts.ns_per_tick),
+            max(0, ts.bound_ns), ts.leap, flags, self.valid_ms))
 
 
 class DeviceSession:

@@ -7,6 +7,7 @@ requests). Needs hypothesis (a test dependency), so never import this from produ
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -25,12 +26,20 @@ from tsq.wire import (
     Tlv,
 )
 
-VECTOR_DIR = Path(__file__).resolve().parents[2] / "tests" / "vectors"
+
+def vector_dir() -> Path:
+    """tests/vectors of the source checkout: $TSQ_VECTOR_DIR, else beside this package when it runs
+    from the checkout, else under the current directory (tox runs the installed package from it)."""
+    env = os.environ.get("TSQ_VECTOR_DIR")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[2] / "tests" / "vectors"
+    return beside if beside.is_dir() else Path.cwd() / "tests" / "vectors"
 
 
 def load_vectors(name: str) -> Dict[str, Any]:
     """Load tests/vectors/<name> (JSON) from the source checkout."""
-    with open(VECTOR_DIR / name, encoding="utf-8") as fh:
+    with open(vector_dir() / name, encoding="utf-8") as fh:
         data: Dict[str, Any] = json.load(fh)
     return data
 
