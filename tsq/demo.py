@@ -1,11 +1,11 @@
 """`tsq demo`: the whole chain on one machine, live.
 
 A local TSQ server (127.0.0.1, ephemeral port, throw-away certificate), the sync engine against it,
-the serial bridge, and simulated devices over ptys (Python stand-ins speaking the real serial
-protocol, until the C firmware's host build exists). Once a second it shows, for the gateway and
-for every device, what the clock believes (state and error bound) and how wrong it really is (the
-gateway against the system clock, which the server serves; each device against CLOCK_REALTIME,
-which it can read). Ctrl-C ends it cleanly.
+the serial bridge, and simulated devices running the real firmware core (firmware-bridge/, built
+now with the system C compiler) over ptys. Once a second it shows, for the gateway and for every
+device, what the clock believes (state and error bound) and how wrong it really is (the gateway
+against the system clock, which the server serves; each device from its truth log, its own UTC
+against CLOCK_REALTIME). Ctrl-C ends it cleanly.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", choices=["engine", "system"], default="engine",
                    help="time for the bridge: the sync engine against the local server (default), "
                         "or the system clock directly")
-    p.add_argument("--ping-interval", type=float, default=1.0, metavar="S")
+    p.add_argument("--ping-interval", type=float, default=0.25, metavar="S",
+                   help="seconds between pings to each device (default 0.25)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,16 +81,27 @@ async def _start_server(tmp: str) -> tuple[Any, str]:
     return server, pki.server_pin
 
 
-def _start_devices(n: int) -> list[Any]:
-    """Simulated devices on ptys. Until the C firmware's host build exists, these are Python
-    stand-ins speaking the same serial protocol (tsq.testing.standin_device)."""
-    from tsq.testing.standin_device import StandInDevice
+def _start_devices(n: int, tmp: str) -> list[Any]:
+    """Simulated devices on ptys: the real firmware core (host build, compiled now with the system C
+    compiler); where it cannot be built, Python stand-ins speaking the same protocol, said once."""
+    from tsq.testing.firmware import FirmwareError, SimulatedDevice, build_host_firmware
 
-    devices = []
+    devices: list[Any] = []
+    try:
+        binary = build_host_firmware()
+    except FirmwareError as exc:
+        from tsq.testing.standin_device import StandInDevice
+
+        print(f"tsq demo: {exc}\ntsq demo: using Python stand-in devices instead", file=sys.stderr)
+        for i in range(n):
+            dev = StandInDevice.on_new_pty(0xD0000001 + i, DEVICE_SKEWS_PPM[i % len(DEVICE_SKEWS_PPM)])
+            dev.start()
+            devices.append(dev)
+        return devices
     for i in range(n):
-        dev = StandInDevice.on_new_pty(0xD0000001 + i, DEVICE_SKEWS_PPM[i % len(DEVICE_SKEWS_PPM)])
-        dev.start()
-        devices.append(dev)
+        devices.append(SimulatedDevice(tmp, device_id=0xD0000001 + i, binary=binary,
+                                       drift_ppm=DEVICE_SKEWS_PPM[i % len(DEVICE_SKEWS_PPM)],
+                                       offset_ms=3.0 * (i + 1)))
     return devices
 
 
@@ -130,7 +142,7 @@ async def _demo(args: argparse.Namespace) -> int:
             model = SystemClockModel(assume_bound_ns=1000)
             source_note = "system clock (as reference)"
         try:
-            devices = _start_devices(args.devices) if args.devices > 0 else []
+            devices = _start_devices(args.devices, tmp) if args.devices > 0 else []
         except (ImportError, AttributeError, OSError) as exc:
             print(f"tsq demo: no simulated devices ({exc})", file=sys.stderr)
             devices = []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -89,10 +91,13 @@ def test_realtime_to_raw_cache(backend: ModuleType) -> None:
 
 
 def _backend_in_subprocess(env_value: str) -> str:
-    env = dict(os.environ, TSQ_PURE_PYTHON=env_value)
+    # The same tsq this test imported (installed, under tox), not whatever the cwd holds.
+    import tsq
+
+    env = dict(os.environ, TSQ_PURE_PYTHON=env_value, PYTHONPATH=str(Path(tsq.__file__).resolve().parents[1]))
     out = subprocess.run(
         [sys.executable, "-c", "import tsq.clock as c; print(c.BACKEND, c.stamp_ntp64.__module__)"],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
+        env=env, capture_output=True, text=True, timeout=60, check=True, cwd=tempfile.gettempdir(),
     )
     return out.stdout.strip()
 
