@@ -81,7 +81,11 @@ class SerialPort:
         return data
 
     def write_stamped(self, data: bytes) -> int:
-        """Write all of `data`, wait until it left the port, return raw ns right after (T1)."""
+        """Write all of `data` and wait until it left; returns T1, the raw ns just before the first
+        byte was handed to the kernel. PROTOCOL.md stamps the first byte out on both sides, so each
+        leg of a ping covers one equal-length frame's serialisation; the TX queue is empty here
+        (one writer thread, drained after every frame), so the first byte leaves at once."""
+        t1 = raw_ns()
         view = memoryview(data)
         while view:
             try:
@@ -96,7 +100,7 @@ class SerialPort:
             termios.tcdrain(self.fd)
         except termios.error as exc:
             raise PortGone(errno.EIO, f"{self.path}: tcdrain failed: {exc}") from exc
-        return raw_ns()
+        return t1
 
     def write_at(self, data: bytes, raw_target_ns: int) -> int:
         """Write `data` so its first byte leaves at raw instant `raw_target_ns`; returns the start stamp.
@@ -110,9 +114,7 @@ class SerialPort:
                 break
             if left > 1_500_000:
                 time.sleep((left - 1_000_000) / 1e9)
-        start = raw_ns()
-        self.write_stamped(data)
-        return start
+        return self.write_stamped(data)
 
     def close(self) -> None:
         ser, self._serial, self.fd = self._serial, None, -1

@@ -1,0 +1,87 @@
+"""End-to-end error of a device behind the serial bridge, and the bridge's own cost.
+
+A firmware host build (firmware-bridge/ports/posix, the real core) with a 50 ppm crystal on a pty
+at 115200 baud; the bridge (`python -m tsq.bridge PATH --source system`) in its own process, pinging
+once a second. The system clock is both the bridge's time source and the truth the firmware's truth
+log compares against, so the figures are the device's real error, bridge and line included.
+After `--warmup` seconds, prints |error| p50/p99/max over `--duration` seconds of truth rows (one a
+second), how often the truth was inside the device's own bound, and the bridge process's CPU (% of
+one core) and RSS.
+
+    python3 benchmarks/bridge.py [--duration 60] [--warmup 20] [--ping-interval 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from tsq.testing.firmware import SimulatedDevice, build_host_firmware
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--warmup", type=float, default=20.0)
+    ap.add_argument("--ping-interval", type=float, default=1.0)
+    ap.add_argument("--drift-ppm", type=float, default=50.0)
+    args = ap.parse_args()
+    binary = build_host_firmware()
+    with tempfile.TemporaryDirectory() as d, SimulatedDevice(d, device_id=0xBE4C, drift_ppm=args.drift_ppm,
+                                                             offset_ms=5, binary=binary) as dev:
+        path = [os.getcwd(), os.environ.get("PYTHONPATH", "")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
+        bridge = subprocess.Popen([sys.executable, "-m", "tsq.bridge", dev.path, "--source", "system",
+                                   "--assume-bound", "1000", "--baud", "115200", "--ping-interval",
+                                   str(args.ping_interval), "--control", os.path.join(d, "control.sock"),
+                                   "--status-interval", "0"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            time.sleep(args.warmup)
+            start_ns, cpu0, t0 = time.time_ns(), _cpu_s(bridge.pid), time.monotonic()
+            time.sleep(args.duration)
+            cpu1, t1 = _cpu_s(bridge.pid), time.monotonic()
+            rss = _rss_mb(bridge.pid)
+            rows = [(e, b) for rt, e, b, s in dev.truth() if rt >= start_ns and s == 1 and e is not None
+                    and b is not None]
+        finally:
+            bridge.terminate()
+            bridge.wait(10)
+    if not rows:
+        print("no synchronised truth rows: the device never synchronised", file=sys.stderr)
+        return 1
+    errs = [abs(e) / 1000 for e, _ in rows]
+    inside = sum(1 for e, b in rows if abs(e) <= b)
+    print(f"device: {args.drift_ppm:+g} ppm crystal, firmware host build over a pty, 115200 baud, "
+          f"ping every {args.ping_interval:g} s; {len(rows)} truth rows after {args.warmup:g} s warm-up")
+    print(f"end-to-end |error|  p50 {_pct(errs, 0.5):8.1f} us  p99 {_pct(errs, 0.99):8.1f} us  "
+          f"max {max(errs):8.1f} us   inside own bound {100 * inside / len(rows):.1f}%")
+    print(f"bridge process      CPU {100 * (cpu1 - cpu0) / (t1 - t0):.2f} % of one core   RSS {rss:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
