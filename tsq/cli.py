@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("sync", "tsq.sync.daemon"),
     ("status", "tsq.sync.status"),
     ("bridge", "tsq.bridge.cli"),
+    ("report", "tsq.report"),
     ("demo", "tsq.demo"),
 ]
 

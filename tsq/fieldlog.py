@@ -280,7 +280,7 @@ def log_files(paths_or_dirs: Iterable[PathLike], stream: str) -> list[Path]:
     return [path for _, _, path in sorted(found)]
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     if path.name.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
     return open(path, encoding="utf-8", errors="replace", newline="")
@@ -295,7 +295,7 @@ def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,
     for path in log_files(paths_or_dirs, stream):
         st.files += 1
         try:
-            with _open_text(path) as f:
+            with open_text(path) as f:
                 first = f.readline()
                 if not first.startswith(MAGIC):
                     st.problems.append(f"{path}: not a tsq field log")
