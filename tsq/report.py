@@ -11,13 +11,14 @@ when a stated threshold (--max-offset, --max-gap) was violated.
 from __future__ import annotations
 
 import argparse
+import array as _array
 import datetime as _dt
 import json
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -52,19 +53,57 @@ def parse_time_ns(text: str) -> int:
     return int(t.timestamp() * 1e9)
 
 
-# -- reading: columns into numpy, without a Python object per row where it matters ----------------
+# -- reading: columns into numpy in chunks, so a month of logs stays within a few hundred MB -------
+STATES = ("synchronised", "holdover", "unsynchronised")
+_CHUNK = 20_000
+
+
 @dataclass
 class Columns:
-    """One stream's rows as columns of strings, grouped by a key column."""
+    """One stream's rows as numpy columns, grouped by a key column: times as int64 unix ns, numbers
+    as float32 (NaN for empty cells), the `state` column as codes into STATES (-1: other)."""
 
-    groups: Dict[str, Dict[str, List[str]]] = field(default_factory=dict)
+    groups: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     stats: ReadStats = field(default_factory=ReadStats)
+
+
+class _Group:
+    # Converted chunks are appended to growing stdlib arrays (realloc'd in place, ~12 % slack), not
+    # kept as many small numpy arrays: that fragments the heap and costs hundreds of MB on a month.
+    _TYPECODES: ClassVar[Dict[str, Tuple[str, Any]]] = {"time_utc": ("q", np.int64), "state": ("b", np.int8)}
+
+    def __init__(self, wanted: Tuple[str, ...]) -> None:
+        self.wanted = wanted
+        self.pending: Dict[str, List[str]] = {c: [] for c in wanted}
+        self.buffers = {c: _array.array(self._TYPECODES.get(c, ("f", np.float32))[0]) for c in wanted}
+
+    def flush(self) -> None:
+        for c, values in self.pending.items():
+            if values:
+                self.buffers[c].frombytes(_convert(c, values).tobytes())
+                self.pending[c] = []
+
+    def arrays(self) -> Dict[str, Any]:
+        """One numpy array per column, sharing the buffers' memory."""
+        self.flush()
+        return {c: np.frombuffer(self.buffers[c], dtype=self._TYPECODES.get(c, ("f", np.float32))[1])
+                for c in self.wanted}
+
+
+def _convert(column: str, values: List[str]) -> Any:
+    if column == "time_utc":
+        return to_ns(values)
+    if column == "state":
+        codes = {s: i for i, s in enumerate(STATES)}
+        return np.array([codes.get(v, -1) for v in values], dtype=np.int8)
+    return to_float(values).astype(np.float32)
 
 
 def read_columns(dirs: Iterable[str], stream: str, key: Optional[str], wanted: Tuple[str, ...]) -> Columns:
     """Read `wanted` columns of every row of `stream`, grouped by column `key` ('' if None)."""
     out = Columns()
     st = out.stats
+    groups: Dict[str, _Group] = {}
     for path in log_files(dirs, stream):
         st.files += 1
         try:
@@ -89,12 +128,18 @@ def read_columns(dirs: Iterable[str], stream: str, key: Optional[str], wanted: T
                     if len(parts) != ncol:
                         st.bad_lines += 1  # a quoted comma or a damaged line: skipped, counted
                         continue
-                    g = out.groups.setdefault(parts[kidx] if key else "", {c: [] for c in wanted})
+                    name = parts[kidx] if key else ""
+                    g = groups.get(name)
+                    if g is None:
+                        g = groups[name] = _Group(wanted)
                     for c, i in zip(wanted, idx):
-                        g[c].append(parts[i])
+                        g.pending[c].append(parts[i])
+                    if len(g.pending[wanted[0]]) >= _CHUNK:
+                        g.flush()
                     st.rows += 1
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, ValueError) as exc:
             st.problems.append(f"{path}: {exc}")
+    out.groups = {name: g.arrays() for name, g in groups.items()}
     return out
 
 
@@ -115,11 +160,14 @@ def to_float(values: List[str]) -> FloatArray:
 def series_stats(name: str, kind: str, t_ns: npt.NDArray[np.int64], offset_ns: FloatArray,
                  bound_ns: Optional[FloatArray], gap_threshold_ns: Optional[float]) -> Dict[str, Any]:
     """The per-series figures of the report."""
-    order = np.argsort(t_ns, kind="stable")
-    t_ns, offset_ns = t_ns[order], offset_ns[order]
-    bound = bound_ns[order] if bound_ns is not None else None
+    if len(t_ns) > 1 and bool((np.diff(t_ns) < 0).any()):  # logs are in order; sort only if not
+        order = np.argsort(t_ns, kind="stable")
+        t_ns, offset_ns = t_ns[order], offset_ns[order]
+        bound_ns = bound_ns[order] if bound_ns is not None else None
+    bound = bound_ns
     ok = ~np.isnan(offset_ns)
-    t_ok, off = t_ns[ok], offset_ns[ok]
+    # Values stay float32 (ns of offset: 7 digits are plenty); sums accumulate in float64.
+    t_ok, off = (t_ns, offset_ns) if ok.all() else (t_ns[ok], offset_ns[ok])
     res: Dict[str, Any] = {"name": name, "kind": kind, "samples": len(t_ns)}
     if len(t_ok) == 0:
         return res
@@ -131,24 +179,31 @@ def series_stats(name: str, kind: str, t_ns: npt.NDArray[np.int64], offset_ns: F
     gaps = [{"start": _iso(int(t_ok[i])), "end": _iso(int(t_ok[i + 1])), "seconds": float(dt[i]) / 1e9}
             for i in gi]
     a = np.abs(off)
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
     res.update({
         "first": _iso(int(t_ok[0])), "last": _iso(int(t_ok[-1])), "span_s": span / 1e9,
         "median_spacing_s": spacing / 1e9,
         "coverage": 1.0 - (float(dt[gi].sum()) / span if span > 0 else 0.0),
         "gaps": gaps, "longest_gap_s": float(dt[gi].max()) / 1e9 if len(gi) else 0.0,
-        "offset_mean_ns": float(off.mean()), "offset_rms_ns": float(np.sqrt((off ** 2).mean())),
-        "abs_offset_p50_ns": float(np.percentile(a, 50)), "abs_offset_p95_ns": float(np.percentile(a, 95)),
-        "abs_offset_p99_ns": float(np.percentile(a, 99)), "abs_offset_max_ns": float(a.max()),
+        "offset_mean_ns": float(off.mean(dtype=np.float64)),
+        "offset_rms_ns": float(np.sqrt(np.square(off, dtype=np.float64).mean())),
+        "abs_offset_p50_ns": float(p50), "abs_offset_p95_ns": float(p95),
+        "abs_offset_p99_ns": float(p99), "abs_offset_max_ns": float(a.max()),
     })
     if bound is not None:
         b = bound[ok]
         bk = ~np.isnan(b)
         if bk.any():
-            res.update({"bound_mean_ns": float(b[bk].mean()), "bound_p99_ns": float(np.percentile(b[bk], 99)),
+            res.update({"bound_mean_ns": float(b[bk].mean(dtype=np.float64)),
+                        "bound_p99_ns": float(np.percentile(b[bk], 99)),
                         "bound_max_ns": float(b[bk].max()),
                         "offset_beyond_bound": int((a[bk] > b[bk]).sum())})
+    del a, dt, gi  # a month at 1/s is 2.6 M samples a series: free what is no longer needed
     if len(t_ok) >= 4 and _have_allantools():
-        st = stability(t_ok.astype(np.float64) / 1e9 - float(t_ok[0]) / 1e9, off / 1e9)
+        # Decimate before converting (stability() would anyway): keeps the peak memory down.
+        step = max(1, -(-len(t_ok) // STABILITY_POINTS))
+        ts = (t_ok[::step] - t_ok[0]).astype(np.float64) / 1e9
+        st = stability(ts, off[::step].astype(np.float64) / 1e9, max_points=STABILITY_POINTS)
         res["stability"] = {"tau0_s": st.tau0_s, "segments": st.segments, "tau_s": st.taus_s,
                             "adev": st.adev, "tdev_s": st.tdev_s, "mtie_s": st.mtie_s}
     return res
@@ -162,17 +217,17 @@ def _have_allantools() -> bool:
     return True
 
 
-def model_stats(t_ns: npt.NDArray[np.int64], state: List[str], freq: FloatArray) -> Dict[str, Any]:
+def model_stats(t_ns: npt.NDArray[np.int64], state: Any, freq: Any) -> Dict[str, Any]:
     """Time in each state (each row holds until the next) and the frequency and its drift."""
     order = np.argsort(t_ns, kind="stable")
     t_ns = t_ns[order]
-    states = np.array(state, dtype=object)[order]
-    freq = freq[order]
+    states = state[order]
+    freq = freq[order].astype(np.float64)
     dur = np.diff(t_ns).astype(np.float64) / 1e9
     total = float(dur.sum()) if len(dur) else 0.0
     out: Dict[str, Any] = {"updates": len(t_ns)}
-    for s in ("synchronised", "holdover", "unsynchronised"):
-        out[f"time_{s}_s"] = float(dur[states[:-1] == s].sum()) if len(dur) else 0.0
+    for code, s in enumerate(STATES):
+        out[f"time_{s}_s"] = float(dur[states[:-1] == code].sum()) if len(dur) else 0.0
     out["time_total_s"] = total
     ok = ~np.isnan(freq)
     if ok.sum() >= 2:
@@ -195,11 +250,20 @@ def _window(t: npt.NDArray[np.int64], since: Optional[int], until: Optional[int]
     return keep
 
 
+PLOT_POINTS = 20_000  # per series; more would not show on a figure
+STABILITY_POINTS = 200_000  # per series, evenly decimated beyond (MTIE's cost grows with length)
+
+
 def analyse(dirs: List[str], since: Optional[int] = None, until: Optional[int] = None,
             device: Optional[str] = None, gap_threshold_ns: Optional[float] = None) -> Dict[str, Any]:
-    """Everything the report shows, as one JSON-able dict (plus the raw series for plotting)."""
+    """Everything the report shows, as one JSON-able dict (plus, under "_plots", each series
+    decimated for the figures). Each group's columns are dropped once its statistics are done."""
     report: Dict[str, Any] = {"series": [], "model": None, "problems": [], "torn_lines": 0, "bad_lines": 0}
     plots: Dict[str, Tuple[Any, Any, Any]] = {}
+
+    def keep_for_plot(label: str, t: Any, off: Any, bd: Any) -> None:
+        step = max(1, len(t) // PLOT_POINTS)
+        plots[label] = (t[::step].copy(), off[::step].astype(np.float64), bd[::step].astype(np.float64))
 
     def take(cols: Columns) -> None:
         report["problems"] += cols.stats.problems
@@ -209,37 +273,37 @@ def analyse(dirs: List[str], since: Optional[int] = None, until: Optional[int] =
     if device is None:
         srv = read_columns(dirs, "gateway-samples", "server", ("time_utc", "offset_ns", "error_bound_ns"))
         take(srv)
-        for name, c in sorted(srv.groups.items()):
-            t = to_ns(c["time_utc"])
+        for name in sorted(srv.groups):
+            c = srv.groups.pop(name)
+            t = c["time_utc"]
             k = _window(t, since, until)
-            off, bd = to_float(c["offset_ns"])[k], to_float(c["error_bound_ns"])[k]
+            off, bd = c["offset_ns"][k], c["error_bound_ns"][k]
             report["series"].append(series_stats(name, "server", t[k], off, bd, gap_threshold_ns))
-            plots[f"server {name}"] = (t[k], off, bd)
+            keep_for_plot(f"server {name}", t[k], off, bd)
         mod = read_columns(dirs, "gateway-model", None, ("time_utc", "state", "offset_ns", "freq_ppm",
                                                           "error_bound_ns"))
         take(mod)
         mc = mod.groups.get("")
-        if mc:
-            c = mc
-            t = to_ns(c["time_utc"])
+        if mc is not None:
+            t = mc["time_utc"]
             k = _window(t, since, until)
-            states = [s for s, keep in zip(c["state"], k) if keep]
-            m = model_stats(t[k], states, to_float(c["freq_ppm"])[k])
-            off, bd = to_float(c["offset_ns"])[k], to_float(c["error_bound_ns"])[k]
+            m = model_stats(t[k], mc["state"][k], mc["freq_ppm"][k])
+            off, bd = mc["offset_ns"][k], mc["error_bound_ns"][k]
             m.update(series_stats("gateway model (system clock − model)", "model", t[k], off, bd,
                                   gap_threshold_ns))
             report["model"] = m
-            plots["gateway model"] = (t[k], off, bd)
+            keep_for_plot("gateway model", t[k], off, bd)
     dev = read_columns(dirs, "devices", "device", ("time_utc", "residual_ns", "bound_ns"))
     take(dev)
-    for name, c in sorted(dev.groups.items()):
+    for name in sorted(dev.groups):
+        c = dev.groups.pop(name)
         if device is not None and name != device:
             continue
-        t = to_ns(c["time_utc"])
+        t = c["time_utc"]
         k = _window(t, since, until)
-        off, bd = to_float(c["residual_ns"])[k], to_float(c["bound_ns"])[k]
+        off, bd = c["residual_ns"][k], c["bound_ns"][k]
         report["series"].append(series_stats(name, "device", t[k], off, bd, gap_threshold_ns))
-        plots[f"device {name}"] = (t[k], off, bd)
+        keep_for_plot(f"device {name}", t[k], off, bd)
     report["_plots"] = plots
     return report
 
