@@ -13,7 +13,8 @@ import signal
 import sys
 from typing import Any, Optional, Sequence, Tuple
 
-from tsq.bridge.service import Bridge, BridgeConfig, default_control_path, model_status, serve_control
+from tsq.bridge.service import Bridge, BridgeConfig, model_status
+from tsq.sync.control import ControlServer, default_control_path
 
 NO_SOURCE_ERROR = (
     "tsq bridge: no time source: give --server HOST[:PORT] (repeatable) to run the sync engine here, "
@@ -128,7 +129,7 @@ async def _main(args: argparse.Namespace, config: BridgeConfig) -> int:
             return {**model_status(model), "devices": bridge.status()}
 
         control = args.control or default_control_path()
-        tasks.append(asyncio.create_task(serve_control(control, full_status)))
+        tasks.append(asyncio.create_task(ControlServer(control, full_status).serve_forever()))
     tasks.append(asyncio.create_task(bridge.run()))
     if args.status_interval > 0:
         tasks.append(asyncio.create_task(_print_status(bridge, args.status_interval)))

@@ -163,18 +163,6 @@ class Bridge:
                 self._log.close()
 
 
-def default_control_path() -> str:
-    """docs/internals.md: /run/tsq, else $XDG_RUNTIME_DIR/tsq, else /tmp/tsq-$UID."""
-    import os
-
-    if os.access("/run", os.W_OK):
-        return "/run/tsq/control.sock"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return os.path.join(xdg, "tsq", "control.sock")
-    return f"/tmp/tsq-{os.getuid()}/control.sock"
-
-
 def _iso(unix_ns: int) -> str:
     import datetime as dt
 
@@ -195,37 +183,3 @@ def model_status(model: TimeModel) -> dict[str, Any]:
         "error_bound_ns": model.error_bound_ns(raw), "last_update_utc": None,
         "last_update_age_s": None, "poll_s": None, "sources": [],
     }
-
-
-async def serve_control(path: str, status: Any) -> None:
-    """A minimal control socket (one `status` line in, one JSON object out) until cancelled.
-
-    Used when the bridge runs without the engine's runner, which serves its own.
-    """
-    import json
-    import os
-
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5.0)
-            if line.strip() == b"status":
-                writer.write(json.dumps(status()).encode() + b"\n")
-            else:
-                writer.write(json.dumps({"version": 1, "error": "unknown command"}).encode() + b"\n")
-            await writer.drain()
-        except (asyncio.TimeoutError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_unix_server(handle, path)
-    try:
-        async with server:
-            await server.serve_forever()
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
