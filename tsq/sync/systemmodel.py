@@ -17,27 +17,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Deque, Optional
 
+from tsq.outputs.sysclock import Timex
+
 STA_UNSYNC = 0x0040
 TIME_ERROR = 5
 _CLOCK_RAW = time.CLOCK_MONOTONIC_RAW
 _CLOCK_REALTIME = time.CLOCK_REALTIME
-
-
-class _Timeval(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
-
-
-class _Timex(ctypes.Structure):
-    # struct timex from <sys/timex.h> (Linux, glibc), padded like the kernel's.
-    _fields_ = [
-        ("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-        ("constant", ctypes.c_long), ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
-        ("time", _Timeval), ("tick", ctypes.c_long), ("ppsfreq", ctypes.c_long),
-        ("jitter", ctypes.c_long), ("shift", ctypes.c_int), ("stabil", ctypes.c_long),
-        ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long), ("errcnt", ctypes.c_long),
-        ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int), ("_pad", ctypes.c_int * 11),
-    ]
 
 
 @dataclass(frozen=True)
@@ -72,7 +57,7 @@ def read_kernel_status() -> Optional[KernelClockStatus]:
     fn = _adjtimex()
     if fn is None:
         return None
-    tx = _Timex()
+    tx = Timex()
     tx.modes = 0  # read only: never set any mode bit here
     ret = fn(ctypes.byref(tx))
     if ret < 0:
