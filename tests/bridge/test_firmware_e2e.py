@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, List
 
 import pytest
@@ -143,3 +144,52 @@ def test_hundred_unplug_replug_cycles() -> None:
             assert bridge.links[0].opens >= 20, bridge.links[0].opens
 
         asyncio.run(asyncio.wait_for(_run(bridge, body), 180))
+
+
+def test_full_chain_cli_server_engine_bridge_firmware_status() -> None:
+    """`python -m tsq.bridge PORT --server ... --ca ...`: a real TSQ server, the engine in the bridge
+    process, the firmware on a pty; `tsq status --json` lists the source and the device."""
+    import json
+    import subprocess
+    import sys
+
+    from tsq.testing.certs import make_pki
+    from tsq.testing.daemon import ServerProcess, subprocess_env
+
+    with tempfile.TemporaryDirectory() as d, SimulatedDevice(d, device_id=0xC4A1, drift_ppm=50,
+                                                             binary=BINARY) as dev:
+        pki = make_pki(d)
+        with ServerProcess(pki) as server:
+            ctl = os.path.join(d, "control.sock")
+            bridge = subprocess.Popen(
+                [sys.executable, "-m", "tsq.bridge", dev.path, "--server", server.address, "--ca",
+                 pki.ca_cert, "--control", ctl, "--log", os.path.join(d, "log"), "--ping-interval", "0.25"],
+                env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 40
+                st: dict[str, Any] = {}
+                while time.monotonic() < deadline:
+                    p = subprocess.run([sys.executable, "-m", "tsq", "status", "--json", "--control", ctl],
+                                       capture_output=True, text=True, env=subprocess_env(), timeout=30)
+                    if p.returncode == 0:
+                        st = json.loads(p.stdout)
+                        devs = st.get("devices") or []
+                        if st.get("state") == "synchronised" and devs and devs[0]["state"] == "synchronised":
+                            break
+                    time.sleep(0.5)
+                assert st.get("state") == "synchronised", st
+                assert st["sources"][0]["name"] == server.address
+                dev0 = st["devices"][0]
+                assert dev0["device"] == "0x0000c4a1" and dev0["state"] == "synchronised"
+                since = time.time_ns()
+                deadline = time.monotonic() + 20
+                while len(_synced_rows(dev, since)) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                rows = _synced_rows(dev, since)
+                assert len(rows) >= 3 and all(abs(e) <= b for _, e, b in rows), rows
+                logdir = Path(d, "log")
+                assert list(logdir.glob("devices-*.csv")) and list(logdir.glob("gateway-*.csv"))
+            finally:
+                bridge.terminate()
+                _, err = bridge.communicate(timeout=20)
+            assert bridge.returncode == 0, err
