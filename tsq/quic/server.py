@@ -209,11 +209,13 @@ class TsqServer:
             legacy_alpn=config.legacy_alpn, idle_timeout=config.idle_timeout_s,
         )
         self.stats = ServerStats()
-        self.residual = {False: ResidualEstimator(), True: ResidualEstimator()}  # by "signed"
+        # By (signed, datagram): each path from stamp to wire has its own minimum; a stream answer
+        # can leave faster than the datagram minimum, and T3 must never land after the departure.
+        self.residual = {(sg, dg): ResidualEstimator() for sg in (False, True) for dg in (False, True)}
         self._conns: Dict[bytes, _Conn] = {}
         self._per_source: Dict[str, int] = collections.defaultdict(int)
         self._buckets: Dict[str, _Bucket] = {}
-        self._pending_tx: Dict[int, Tuple[_Conn, bytes, int, bool]] = {}
+        self._pending_tx: Dict[int, Tuple[_Conn, bytes, int, Tuple[bool, bool]]] = {}
         self._endpoint: Optional[UdpEndpoint] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stats_task: Optional[asyncio.Task[None]] = None
@@ -267,7 +269,7 @@ class TsqServer:
         """One line of interval statistics; client addresses only with log_addresses."""
         parts = [f"connections={self.connection_count}"]
         parts += [f"{k}={v}" for k, v in delta.items()]
-        parts.append(f"t3_residual_ns={self.residual[False].estimate_ns}")
+        parts.append(f"t3_residual_ns={self.residual[(False, True)].estimate_ns}")
         if self.config.log_addresses:
             parts.append("sources=" + ",".join(sorted(s for s, n in self._per_source.items() if n)))
         return "stats " + " ".join(parts)
@@ -457,7 +459,8 @@ class TsqServer:
             return
         builder = self.build_response(conn, req, self.served.from_realtime(rx_realtime), len(data))
         signed = req.signature_request and self.config.signer is not None and conn.alpn != ALPN_LEGACY
-        comp = self.residual[signed].estimate_ns if self.config.compensate else 0
+        path = (bool(signed), stream_id is None)
+        comp = self.residual[path].estimate_ns if self.config.compensate else 0
         add_ns = self.served.add_ns + comp
         # Stamp now (the fallback, and the value a signature covers); re-stamp in the packet later.
         first = clock.stamp_ntp64(builder.buffer, builder.send_ts_offset, self.served.clock_id, add_ns)
@@ -473,11 +476,11 @@ class TsqServer:
             conn.quic.send_datagram_frame(payload)
         else:
             conn.quic.send_stream_data(stream_id, payload, end_stream=True)
-        self._flush(conn, track=(req.nonce, signed, first - comp))
+        self._flush(conn, track=(req.nonce, path, first - comp))
         conn.stamper.disarm()
 
     # ---------------------------------------------------------------------------- packets out
-    def _flush(self, conn: _Conn, track: Optional[Tuple[bytes, bool, int]] = None) -> None:
+    def _flush(self, conn: _Conn, track: Optional[Tuple[bytes, Tuple[bool, bool], int]] = None) -> None:
         assert self._endpoint is not None and self._loop is not None
         stamper = conn.stamper
         datagrams = conn.quic.datagrams_to_send(now=self._loop.time())
@@ -501,9 +504,9 @@ class TsqServer:
         entry = self._pending_tx.pop(key, None)
         if entry is None:
             return
-        conn, nonce, stamped_unix, signed = entry
+        conn, nonce, stamped_unix, path = entry
         tx_served = self.served.from_realtime(tx_realtime)
-        self.residual[signed].add(tx_served - stamped_unix)
+        self.residual[path].add(tx_served - stamped_unix)
         conn.last_tx = (nonce, tx_served)
 
     def _arm_timer(self, conn: _Conn) -> None:
