@@ -17,7 +17,6 @@ import re
 import shutil
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -59,8 +58,7 @@ def _fmt(value: object) -> str:
         return ""
     if isinstance(value, float):
         return repr(value)
-    # One row is one line: a line break inside a value would split it for every line-based reader.
-    return str(value).replace("\r", " ").replace("\n", " ")
+    return str(value)
 
 
 class FieldLog:
@@ -87,11 +85,7 @@ class FieldLog:
         # A timer makes rows durable within fsync_interval_s even when no further row arrives.
         self._lock = threading.Lock()
         self._timer: Optional[threading.Timer] = None
-        # Compression of closed files runs in a thread: a 64 MB gzip takes seconds on a Pi, and the
-        # writer is called from the engine's event loop.
-        self._maintainer: Optional[threading.Thread] = None
-        self._maintain_errors: list[str] = []
-        recover(self.directory, stream)
+        recover(self.directory)
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, row: Mapping[str, object], *, now_unix_ns: Optional[int] = None) -> None:
@@ -136,16 +130,12 @@ class FieldLog:
         self._last_sync = time.monotonic()
 
     def close(self) -> None:
-        """fsync and close the current file (it stays uncompressed until the next rotation), and
-        wait for a running compression to finish."""
+        """fsync and close the current file (it stays uncompressed until the next rotation)."""
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self._close_locked()
-            maintainer, self._maintainer = self._maintainer, None
-        if maintainer is not None:
-            maintainer.join()
 
     def _close_locked(self) -> None:
         if self._fd is not None:
@@ -167,10 +157,7 @@ class FieldLog:
         self._close_locked()
         self._day = day
         self._open_current(day, incoming)
-        if self._maintainer is None or not self._maintainer.is_alive():
-            self._maintainer = threading.Thread(target=self._maintain, args=(now_unix_ns, self._path),
-                                                name=f"fieldlog-{self.stream}", daemon=True)
-            self._maintainer.start()
+        self._maintain(now_unix_ns)
 
     def _open_current(self, day: str, incoming: int) -> None:
         part = 0
@@ -194,22 +181,18 @@ class FieldLog:
             _terminate_torn_line(fd, path)
         self._fd, self._path, self._size = fd, path, size
 
-    def _maintain(self, now_unix_ns: int, current: Optional[Path]) -> None:
-        """Compress closed files of this stream and delete those past the retention limit.
-        Files are only ever closed (never reopened) before a newer one is current, so every file
-        of the stream but `current` is safe to compress."""
+    def _maintain(self, now_unix_ns: int) -> None:
+        """Compress closed files of this stream and delete those past the retention limit."""
         cutoff = _day(now_unix_ns - self.retention_days * _DAY_NS)
-        try:
-            for path in sorted(self.directory.iterdir()):
-                m = _NAME.match(path.name)
-                if not m or m["stream"] != self.stream or path == current:
-                    continue
-                if self.retention_days > 0 and m["day"] < cutoff:
-                    path.unlink()
-                elif not m["gz"] and m["day"] <= _day(now_unix_ns):
-                    compress(path)
-        except OSError as exc:  # disk full, permissions: the rows are safe in the plain files
-            self._maintain_errors.append(str(exc))
+        for path in sorted(self.directory.iterdir()):
+            m = _NAME.match(path.name)
+            if not m or m["stream"] != self.stream or path == self._path:
+                continue
+            if self.retention_days > 0 and m["day"] < cutoff:
+                path.unlink()
+                continue
+            if not m["gz"]:
+                compress(path)
 
 
 def _file_name(stream: str, day: str, part: int) -> str:
@@ -262,17 +245,15 @@ def compress(path: Path) -> Path:
     return final
 
 
-def recover(directory: Path, stream: str) -> None:
-    """Finish what a kill during compression of `stream` left: drop temp files; if both plain and
-    .gz exist, the .gz was completed (renamed after fsync), so the plain copy goes. Only this
-    stream's files: another stream's writer may be compressing in the same directory."""
-    for path in directory.glob(f"{stream}-*.csv.gz.tmp"):
-        if _NAME.match(path.name[:-4]):
-            path.unlink(missing_ok=True)
-    for path in directory.glob(f"{stream}-*.csv.gz"):
+def recover(directory: Path) -> None:
+    """Finish what a kill during compression left: drop temp files; if both plain and .gz exist,
+    the .gz was completed (renamed after fsync), so the plain copy goes."""
+    for path in directory.glob("*.gz.tmp"):
+        path.unlink()
+    for path in directory.glob("*.csv.gz"):
         plain = path.with_name(path.name[:-3])
-        if _NAME.match(path.name) and plain.exists():
-            plain.unlink(missing_ok=True)
+        if plain.exists():
+            plain.unlink()
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -288,26 +269,21 @@ class ReadStats:
 
 
 def log_files(paths_or_dirs: Iterable[PathLike], stream: str) -> list[Path]:
-    """All files of `stream` under the given paths, in time order (day, then part). Where a kill
-    between compression's rename and unlink left both `X.csv` and the complete `X.csv.gz`, only
-    the .gz is listed (same rows)."""
-    found: dict[Path, tuple[str, int, Path]] = {}
+    """All files of `stream` under the given paths, in time order (day, then part)."""
+    found: list[tuple[str, int, Path]] = []
     for p in map(Path, paths_or_dirs):
         candidates = sorted(p.iterdir()) if p.is_dir() else [p]
         for path in candidates:
             m = _NAME.match(path.name)
             if m and m["stream"] == stream:
-                plain = path.with_name(path.name[:-3]) if m["gz"] else path
-                if m["gz"] or plain not in found:
-                    found[plain] = (m["day"], int(m["part"] or 0), path)
-    return [path for _, _, path in sorted(found.values())]
+                found.append((m["day"], int(m["part"] or 0), path))
+    return [path for _, _, path in sorted(found)]
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """A log file as text; lines end at \n only (a stray \r stays inside its line)."""
     if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="\n")
-    return open(path, encoding="utf-8", errors="replace", newline="\n")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
 
 
 def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,
@@ -328,11 +304,7 @@ def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,
                 if not header_line.endswith("\n"):
                     st.torn_lines += 1
                     continue
-                try:
-                    header = next(csv.reader([header_line]))
-                except csv.Error:
-                    st.problems.append(f"{path}: unreadable header")
-                    continue
+                header = next(csv.reader([header_line]))
                 for line in f:
                     if not line.endswith("\n"):
                         st.torn_lines += 1
@@ -340,15 +312,11 @@ def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,
                         continue
                     if line == "\n":
                         continue
-                    try:
-                        values = next(csv.reader([line]))
-                    except csv.Error:  # e.g. NUL bytes a power cut left (Python < 3.11 refuses them)
-                        st.bad_lines += 1
-                        continue
+                    values = next(csv.reader([line]))
                     if len(values) != len(header):
                         st.bad_lines += 1
                         continue
                     st.rows += 1
                     yield dict(zip(header, values))
-        except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz: what was readable is kept
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
             st.problems.append(f"{path}: {exc}")
