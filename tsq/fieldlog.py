@@ -297,6 +297,8 @@ def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,
         try:
             with open_text(path) as f:
                 first = f.readline()
+                if first == "":
+                    continue  # created, then killed before its header was written: empty, not damage
                 if not first.startswith(MAGIC):
                     st.problems.append(f"{path}: not a tsq field log")
                     continue

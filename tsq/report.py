@@ -108,7 +108,10 @@ def read_columns(dirs: Iterable[str], stream: str, key: Optional[str], wanted: T
         st.files += 1
         try:
             with open_text(path) as f:
-                if not f.readline().startswith(MAGIC):
+                first = f.readline()
+                if first == "":
+                    continue  # created, then killed before its header was written
+                if not first.startswith(MAGIC):
                     st.problems.append(f"{path}: not a tsq field log")
                     continue
                 header = f.readline().rstrip("\n").split(",")

@@ -177,3 +177,12 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_row(tmp_path: Path) -> 
     assert stats.torn_lines == 0 and stats.bad_lines == 0 and not stats.problems
     assert set(acknowledged) <= set(seen)
     assert seen == sorted(seen)
+
+
+def test_empty_file_from_a_kill_before_the_header_is_not_damage(tmp_path: Path) -> None:
+    with FieldLog(tmp_path, "devices", DEVICE_FIELDS) as log:
+        log.write({"device": "a"}, now_unix_ns=T0)
+    (tmp_path / "devices-20261118.1.csv").write_bytes(b"")  # O_CREAT done, header not yet written
+    stats = ReadStats()
+    assert [r["device"] for r in read_rows([tmp_path], "devices", stats)] == ["a"]
+    assert not stats.problems and stats.torn_lines == 0
