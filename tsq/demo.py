@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from tsq.bridge.port import raw_ns
 from tsq.bridge.service import Bridge, BridgeConfig
+from tsq.tasks import cancel_and_wait
 
 DEVICE_SKEWS_PPM = (50.0, -20.0, 10.0, -35.0, 25.0, -5.0)
 
@@ -167,11 +168,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 await asyncio.wait_for(stop.wait(), 1.0)
         return 0
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(tasks)
         for d in devices:
             with contextlib.suppress(Exception):
                 d.close()

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 from tsq.bridge.service import Bridge, BridgeConfig, model_status
 from tsq.sync.control import ControlServer, default_control_path
+from tsq.tasks import cancel_and_wait
 
 NO_SOURCE_ERROR = (
     "tsq bridge: no time source: give --server HOST[:PORT] (repeatable) to run the sync engine here, "
@@ -140,11 +141,7 @@ async def _main(args: argparse.Namespace, config: BridgeConfig) -> int:
         if t is not waiter and not t.cancelled() and t.exception() is not None:
             print(f"tsq bridge: {t.exception()!r}", file=sys.stderr)
             status = 1
-    for t in [*tasks, waiter]:
-        t.cancel()
-    for t in [*tasks, waiter]:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
+    await cancel_and_wait([*tasks, waiter])
     return status
 
 

@@ -8,13 +8,13 @@ pings, TIMESCALE; see `tsq.bridge.device`) or an NMEA writer (`--nmea`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Tuple
 
 from tsq.bridge import nmea
 from tsq.bridge.port import Backoff, PortLink, raw_ns
+from tsq.tasks import cancel_and_wait
 
 NS_PER_S = 1_000_000_000
 
@@ -154,11 +154,7 @@ class Bridge:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await cancel_and_wait(tasks)
             if self._log is not None:
                 self._log.close()
 

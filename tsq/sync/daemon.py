@@ -23,6 +23,7 @@ from tsq.sync.config import ConfigError, load_config
 from tsq.sync.control import ControlError, ControlServer, default_control_path
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
 from tsq.sync.status import summary_line
+from tsq.tasks import cancel_and_wait
 
 log = logging.getLogger("tsq.sync")
 
@@ -210,11 +211,7 @@ class SyncRunner:
                 # gather raises the first task's unexpected error; cancellation ends all of them
                 await asyncio.gather(*tasks)
             finally:
-                for t in tasks:
-                    t.cancel()
-                for t in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await t
+                await cancel_and_wait(tasks)
         finally:
             for client in self._clients.values():
                 with contextlib.suppress(Exception):
