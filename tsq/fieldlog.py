@@ -286,39 +286,48 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace", newline="")
 
 
-def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,
-              stats: Optional[ReadStats] = None) -> Iterator[dict[str, str]]:
-    """Yield every whole row of `stream`, oldest first; torn or malformed lines are skipped and
-    counted in `stats`. A truncated .gz (power cut while compressing cannot produce one, but a
-    copied log might) yields what was readable and is reported."""
-    st = stats if stats is not None else ReadStats()
+def data_lines(paths_or_dirs: Iterable[PathLike], stream: str,
+               stats: ReadStats) -> Iterator[tuple[list[str], str]]:
+    """Every whole data line of `stream`, oldest first, with its file's header (newline removed).
+
+    The one place that knows the file layout: an empty file (a writer killed between creating it
+    and writing its header) is skipped; a file without the magic line, a torn header or last line
+    (power cut), and read errors (a truncated .gz) are skipped and recorded in `stats`; so are the
+    bare newlines a writer adds after a torn line."""
     for path in log_files(paths_or_dirs, stream):
-        st.files += 1
+        stats.files += 1
         try:
             with open_text(path) as f:
                 first = f.readline()
                 if first == "":
-                    continue  # created, then killed before its header was written: empty, not damage
+                    continue
                 if not first.startswith(MAGIC):
-                    st.problems.append(f"{path}: not a tsq field log")
+                    stats.problems.append(f"{path}: not a tsq field log")
                     continue
                 header_line = f.readline()
                 if not header_line.endswith("\n"):
-                    st.torn_lines += 1
+                    stats.torn_lines += 1
                     continue
                 header = next(csv.reader([header_line]))
                 for line in f:
                     if not line.endswith("\n"):
-                        st.torn_lines += 1
-                        st.problems.append(f"{path}: torn last line skipped")
-                        continue
-                    if line == "\n":
-                        continue
-                    values = next(csv.reader([line]))
-                    if len(values) != len(header):
-                        st.bad_lines += 1
-                        continue
-                    st.rows += 1
-                    yield dict(zip(header, values))
+                        stats.torn_lines += 1
+                        stats.problems.append(f"{path}: torn last line skipped")
+                    elif line != "\n":
+                        yield header, line[:-1]
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            st.problems.append(f"{path}: {exc}")
+            stats.problems.append(f"{path}: {exc}")
+
+
+def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,
+              stats: Optional[ReadStats] = None) -> Iterator[dict[str, str]]:
+    """Yield every whole row of `stream` as a dict, oldest first; what was skipped is counted in
+    `stats` (see data_lines)."""
+    st = stats if stats is not None else ReadStats()
+    for header, line in data_lines(paths_or_dirs, stream, st):
+        values = next(csv.reader([line]))
+        if len(values) != len(header):
+            st.bad_lines += 1
+            continue
+        st.rows += 1
+        yield dict(zip(header, values))
