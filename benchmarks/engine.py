@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tsq import clock
 from tsq.testing.certs import make_pki
 from tsq.testing.daemon import ChronyProcess, ServerProcess, free_udp_port
 from tsq.testing.relay import Impairment, UdpRelay
@@ -41,15 +42,9 @@ SCENARIOS: Dict[str, Optional[Impairment]] = {
 
 
 def _instant() -> Tuple[int, int]:
-    best: Optional[Tuple[int, int, int]] = None
-    for _ in range(3):
-        a = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
-        rt = time.time_ns()
-        b = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
-        if best is None or b - a < best[0]:
-            best = (b - a, (a + b) // 2, rt)
-    assert best is not None
-    return best[1], best[2]
+    """(raw ns, realtime ns) read as close together as possible."""
+    c = clock.correlate(clock.CLOCK_MONOTONIC_RAW, clock.CLOCK_REALTIME, tries=3)
+    return c.ref_ns, c.sys_ns
 
 
 def summary(errors_ns: List[int]) -> str:

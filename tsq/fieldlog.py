@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
+from tsq.timefmt import utc_iso
+
 FORMAT_VERSION = 1
 MAGIC = "# tsq-fieldlog v"
 
@@ -41,12 +43,6 @@ _DAY_NS = 86_400 * 10**9
 
 class FieldLogError(ValueError):
     """A log file that is not a TSQ field log (wrong header or version)."""
-
-
-def utc_iso(unix_ns: int) -> str:
-    """RFC 3339 UTC time with nanoseconds, e.g. 2026-11-24T19:00:00.123456789Z."""
-    s, ns = divmod(unix_ns, 10**9)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{ns:09d}Z"
 
 
 def _day(unix_ns: int) -> str:

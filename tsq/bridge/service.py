@@ -15,6 +15,7 @@ from typing import Any, Optional, Protocol, Tuple
 from tsq.bridge import nmea
 from tsq.bridge.port import Backoff, PortLink, raw_ns
 from tsq.tasks import cancel_and_wait
+from tsq.timefmt import utc_iso
 
 NS_PER_S = 1_000_000_000
 
@@ -159,21 +160,13 @@ class Bridge:
                 self._log.close()
 
 
-def _iso(unix_ns: int) -> str:
-    import datetime as dt
-
-    secs, frac = divmod(unix_ns, NS_PER_S)
-    t = dt.datetime.fromtimestamp(secs, dt.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
-
-
 def model_status(model: TimeModel) -> dict[str, Any]:
     """The top of the status JSON for a bridge whose model is not the engine's (`--source system`)."""
     raw = raw_ns()
     utc = model.utc_ns(raw)
     return {
         "version": 1, "state": model.state(raw),
-        "time_utc": None if utc is None else _iso(utc), "leap": model.leap(),
+        "time_utc": None if utc is None else utc_iso(utc), "leap": model.leap(),
         "system_offset_ns": None if utc is None else time.time_ns() - utc,
         "freq_ppm": None, "freq_error_ppm": None,
         "error_bound_ns": model.error_bound_ns(raw), "last_update_utc": None,

@@ -11,19 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import logging
 import signal
 import sys
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional
 
+from tsq import clock
 from tsq.sync.config import ConfigError, load_config
 from tsq.sync.control import ControlError, ControlServer, default_control_path
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
 from tsq.sync.status import summary_line
 from tsq.tasks import cancel_and_wait
+from tsq.timefmt import utc_iso
 
 log = logging.getLogger("tsq.sync")
 
@@ -68,29 +68,10 @@ class SyncConfig:
     quiet: bool = False
 
 
-def _iso(unix_ns: Optional[int]) -> Optional[str]:
-    if unix_ns is None:
-        return None
-    secs, frac = divmod(unix_ns, NS_PER_S)
-    t = datetime.datetime.fromtimestamp(secs, datetime.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
-
-
 def _instant() -> tuple[int, int]:
     """(raw ns, realtime ns) read as close together as possible (narrowest of 3 brackets)."""
-    best: Optional[tuple[int, int, int]] = None
-    for _ in range(3):
-        a = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
-        rt = time.time_ns()
-        b = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
-        if best is None or b - a < best[0]:
-            best = (b - a, (a + b) // 2, rt)
-    assert best is not None
-    return best[1], best[2]
-
-
-def _raw_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+    c = clock.correlate(clock.CLOCK_MONOTONIC_RAW, clock.CLOCK_REALTIME, tries=3)
+    return c.ref_ns, c.sys_ns
 
 
 STATUS_KEYS = ("version", "state", "time_utc", "leap", "system_offset_ns", "freq_ppm", "freq_error_ppm",
@@ -153,7 +134,7 @@ class SyncRunner:
             st["sources"] = []
         utc = self.model.utc_ns(raw)
         if st["time_utc"] is None and utc is not None:
-            st["time_utc"] = _iso(utc)
+            st["time_utc"] = utc_iso(utc)
         if st["system_offset_ns"] is None and utc is not None:
             st["system_offset_ns"] = real - utc
         if st["error_bound_ns"] is None:
@@ -163,7 +144,7 @@ class SyncRunner:
         if st["leap"] is None:
             st["leap"] = self.model.leap()
         if self._last_update_raw is not None:
-            st["last_update_utc"] = st["last_update_utc"] or _iso(self._last_update_real)
+            st["last_update_utc"] = st["last_update_utc"] or utc_iso(self._last_update_real)
             if st["last_update_age_s"] is None:
                 st["last_update_age_s"] = round((raw - self._last_update_raw) / 1e9, 3)
         return st
@@ -247,14 +228,14 @@ class SyncRunner:
 
         down = 0          # failures in a row that left the client without a connection
         while True:
-            now = _raw_ns()
+            now = clock.raw_ns()
             due = self.engine.next_poll(name, now)
             if due > now:
                 await asyncio.sleep((due - now) / 1e9)
             try:
                 ex = await client.sample(self.config.mode)
             except TsqError as exc:
-                self.engine.on_timeout(name, _raw_ns())
+                self.engine.on_timeout(name, clock.raw_ns())
                 down = down + 1 if not client.connected else 0
                 # A lost datagram, or a stalled connection the client drops and re-opens at the
                 # next poll, is routine. A reconnection that fails is worth a warning (once), and
@@ -266,7 +247,7 @@ class SyncRunner:
             if down >= 2:
                 log.info("%s: answering again", name)
             down = 0
-            now = _raw_ns()
+            now = clock.raw_ns()
             result = self.engine.on_exchange(ex, now)
             log.debug("%s: %s %s, offset %s ns, delay %d ns", name, ex.mode,
                       "accepted" if result.accepted else "rejected (" + result.reason + ")",
@@ -276,7 +257,7 @@ class SyncRunner:
 
     async def _tick_loop(self) -> None:
         while True:
-            self._update(_raw_ns())
+            self._update(clock.raw_ns())
             if self.config.metrics_file:
                 from tsq.outputs.metrics import render_metrics, write_metrics_file
 
@@ -304,7 +285,7 @@ class SyncRunner:
         st = self.status()
         if self._model_log is not None:
             self._model_log.write({
-                "time_utc": st["time_utc"] or _iso(real), "state": st["state"],
+                "time_utc": st["time_utc"] or utc_iso(real), "state": st["state"],
                 "offset_ns": st["system_offset_ns"], "freq_ppm": st["freq_ppm"],
                 "error_bound_ns": st["error_bound_ns"], "sources": upd.sources,
                 "leap": st["leap"],
@@ -337,7 +318,7 @@ class SyncRunner:
         if rel is None:  # no model yet: relative to the system clock, as `tsq query` prints it
             rel = ex.offset_ns - (real - raw)
         self._sample_log.write({
-            "time_utc": st["time_utc"] or _iso(real), "server": ex.server, "mode": ex.mode,
+            "time_utc": st["time_utc"] or utc_iso(real), "server": ex.server, "mode": ex.mode,
             "offset_ns": rel, "delay_ns": ex.delay_ns,
             "error_bound_ns": st["error_bound_ns"], "freq_ppm": st["freq_ppm"],
             "selection": src.get("selection"),

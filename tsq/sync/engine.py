@@ -15,7 +15,6 @@ Every time is an argument; nothing here reads a clock. See docs/engine.md.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -32,6 +31,7 @@ from tsq.sync.model import (
 )
 from tsq.sync.poll import PollConfig, PollController
 from tsq.sync.select import Candidate, Selection, select
+from tsq.timefmt import utc_iso
 
 NS_PER_S = 1_000_000_000
 
@@ -108,15 +108,6 @@ class _Source:
     rejected: int = 0
     last_reason: str = ""
     extra: Dict[str, Any] = field(default_factory=dict)
-
-
-def iso_utc(unix_ns: Optional[int]) -> Optional[str]:
-    """RFC 3339 with nanoseconds, e.g. 2026-11-24T19:00:00.123456789Z."""
-    if unix_ns is None:
-        return None
-    secs, frac = divmod(unix_ns, NS_PER_S)
-    t = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=secs)
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 def _leap_from(metadata: Any) -> Optional[int]:
@@ -323,12 +314,12 @@ class Engine:
             })
         last_utc = None if model.raw_ref is None else model.raw_ref + model.offset_ref
         return {
-            "version": 1, "state": model.state(now_raw), "time_utc": iso_utc(utc), "leap": model.leap(),
+            "version": 1, "state": model.state(now_raw), "time_utc": utc_iso(utc), "leap": model.leap(),
             "system_offset_ns": None if utc is None else realtime_now_ns - utc,
             "freq_ppm": round(model.freq_ppm, 6) if known else None,
             "freq_error_ppm": round(model.freq_error_ppm, 6) if known else None,
             "error_bound_ns": model.error_bound_ns(now_raw),
-            "last_update_utc": iso_utc(last_utc),
+            "last_update_utc": utc_iso(last_utc),
             "last_update_age_s": None if model.raw_ref is None
             else round((now_raw - model.raw_ref) / NS_PER_S, 3),
             "poll_s": self.poll_s(), "reason": model.reason,
