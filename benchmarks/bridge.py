@@ -5,8 +5,9 @@ at 115200 baud; the bridge (`python -m tsq.bridge PATH --source system`) in its 
 once a second. The system clock is both the bridge's time source and the truth the firmware's truth
 log compares against, so the figures are the device's real error, bridge and line included.
 After `--warmup` seconds, prints |error| p50/p99/max over `--duration` seconds of truth rows (one a
-second), how often the truth was inside the device's own bound, and the bridge process's CPU (% of
-one core) and RSS.
+second), how often the truth was inside the device's own bound, the bridge's view of the line (ping
+delay and residual about its fit, from its device log) and the bridge process's CPU (% of one core)
+and RSS.
 
     python3 benchmarks/bridge.py [--duration 60] [--warmup 20] [--ping-interval 1]
 """
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 
+from tsq.fieldlog import read_rows
 from tsq.testing.firmware import SimulatedDevice, build_host_firmware
 
 
@@ -57,7 +59,8 @@ def main() -> int:
         bridge = subprocess.Popen([sys.executable, "-m", "tsq.bridge", dev.path, "--source", "system",
                                    "--assume-bound", "1000", "--baud", "115200", "--ping-interval",
                                    str(args.ping_interval), "--control", os.path.join(d, "control.sock"),
-                                   "--status-interval", "0"],
+                                   "--status-interval", "0", "--log", os.path.join(d, "log"),
+                                   "--fsync-interval", "1"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             time.sleep(args.warmup)
@@ -70,6 +73,10 @@ def main() -> int:
         finally:
             bridge.terminate()
             bridge.wait(10)
+        pings = [r for r in read_rows([os.path.join(d, "log")], "devices")
+                 if r["residual_ns"] and r["line_delay_ns"]]
+        delays = [int(r["line_delay_ns"]) / 1000 for r in pings[-int(args.duration / args.ping_interval):]]
+        resids = [abs(int(r["residual_ns"])) / 1000 for r in pings[-int(args.duration / args.ping_interval):]]
     if not rows:
         print("no synchronised truth rows: the device never synchronised", file=sys.stderr)
         return 1
@@ -79,6 +86,10 @@ def main() -> int:
           f"ping every {args.ping_interval:g} s; {len(rows)} truth rows after {args.warmup:g} s warm-up")
     print(f"end-to-end |error|  p50 {_pct(errs, 0.5):8.1f} us  p99 {_pct(errs, 0.99):8.1f} us  "
           f"max {max(errs):8.1f} us   inside own bound {100 * inside / len(rows):.1f}%")
+    if delays:
+        print(f"line delay p50 {_pct(delays, 0.5):8.1f} us  p99 {_pct(delays, 0.99):8.1f} us "
+              f"|residual| p50 {_pct(resids, 0.5):6.1f} us  p99 {_pct(resids, 0.99):6.1f} us  "
+              f"({len(delays)} accepted pings)")
     print(f"bridge process      CPU {100 * (cpu1 - cpu0) / (t1 - t0):.2f} % of one core   RSS {rss:.1f} MB")
     return 0
 

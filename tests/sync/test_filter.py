@@ -86,3 +86,23 @@ def test_few_samples_close_together_give_a_wide_but_honest_frequency() -> None:
     # 4 samples 0.2 ms apart cannot know the frequency: the prior's 100 ppm shows in the interval.
     assert est.freq_se_ppb > 50_000
     assert abs(est.offset_ns - line(1_000 * NS + 2 * NS, BIG, 40_000.0)) <= est.distance_ns
+
+
+def test_runs_test_keeps_a_long_window_on_white_noise_and_shortens_it_after_a_frequency_change() -> None:
+    rng = random.Random(3)
+    f = SourceFilter()
+    raw = 1_000 * NS
+    for _ in range(100):
+        raw += NS
+        f.add(Sample(raw, line(raw, BIG, 5_000.0) + round(rng.gauss(0, 20_000)), 2_000_000))
+    assert len(f.samples) >= 40                       # white noise: the window stays long
+    change = raw
+    for _ in range(40):                               # +5 ppm from here: a bend, not a step
+        raw += NS
+        bend = 5_000 * (raw - change) // NS
+        assert f.add(Sample(raw, line(raw, BIG, 5_000.0) + bend + round(rng.gauss(0, 20_000)),
+                            2_000_000)).accepted
+    est = f.estimate(raw)
+    assert est is not None
+    assert len(f.samples) <= 48                       # most of the old line was dropped ...
+    assert abs(est.freq_ppb - 10_000.0) < 1_500.0     # ... and the new frequency found

@@ -36,6 +36,16 @@ log = logging.getLogger("tsq.client")
 
 DEFAULT_PORT = 443
 MODES = ("auto", "datagram", "stream")
+# An answer is given up on after RESPONSE_TIMEOUT_RTTS x the slowest recent round trip (at least
+# MIN_RESPONSE_TIMEOUT_S, at most the client's timeout_s): a lost datagram then costs one poll,
+# as in NTP, not a poll plus a second of waiting.
+RESPONSE_TIMEOUT_RTTS = 8
+MIN_RESPONSE_TIMEOUT_S = 0.25
+# A datagram connection counts as stalled (dropped and re-opened) after this many timeouts in a
+# row *and* this long without any packet from the server: random loss of 20 % each way is normal
+# and must not cost a new handshake; a server that vanished silently must.
+STALL_TIMEOUTS = 3
+STALL_SILENCE_S = 8.0
 
 
 class TsqError(Exception):
@@ -110,6 +120,8 @@ class _Link:
     stream_data: Dict[int, bytearray] = field(default_factory=dict)
     pending_tx: Dict[int, _Waiter] = field(default_factory=dict)
     timeouts_in_a_row: int = 0
+    last_rx: float = 0.0  # loop time of the last packet from the server
+    round_trips: List[float] = field(default_factory=list)  # recent answered exchanges, s
     previous: Optional[Tuple[bytes, Exchange]] = None  # last basic exchange, awaiting refinement
     xleave_seen: bool = False  # the server reports precise TX times (interleaved)
 
@@ -282,7 +294,8 @@ class TsqClient:
         if link.dead is not None:
             return
         loop = asyncio.get_running_loop()
-        link.quic.receive_datagram(data, addr, now=loop.time())
+        link.last_rx = loop.time()
+        link.quic.receive_datagram(data, addr, now=link.last_rx)
         self._process_events(link, rx_raw, kernel)
         self._flush(link)
 
@@ -418,16 +431,25 @@ class TsqClient:
         previous response), this is the previous exchange on this connection completed with the
         precise T3; an extra exchange is made when the previous one is missing (first call, loss).
         Each exchange is returned at most once. Otherwise it is `exchange()`'s basic sample.
+        A timed-out exchange is retried at once (up to three exchanges in all) on a live connection.
 
         With `paired=True` every call makes two exchanges back to back and the sample returned is
         the second of the previous call's pair: it left a warm send path (right after a receive),
         like the server's answer, instead of a path gone cold while the client idled.
         """
         ex: Optional[Exchange] = None
+        lost: Optional[TsqTimeout] = None
         for _ in range(3):
             self.last_interleaved = None
             try:
                 ex = await self.exchange(mode)
+            except TsqTimeout as exc:
+                # One lost datagram should cost one timeout, not the whole poll interval: try
+                # again at once, unless the connection itself gave up.
+                if not self.connected:
+                    raise
+                lost = exc
+                continue
             except TsqInvalidResponse:
                 if self.last_interleaved is None:
                     raise
@@ -441,7 +463,7 @@ class TsqClient:
             if ex is not None and (not self.interleaved or link is None or not link.xleave_seen):
                 return ex
         if ex is None:
-            raise TsqInvalidResponse(f"{self.name}: no valid sample")
+            raise lost if lost is not None else TsqInvalidResponse(f"{self.name}: no valid sample")
         return ex
 
     async def burst(self, count: int, mode: str = "auto", interval_s: float = 0.0) -> List[Exchange]:
@@ -497,24 +519,33 @@ class TsqClient:
             link.by_stream[stream_id] = waiter
             link.quic.send_stream_data(stream_id, data, end_stream=True)
         link.stamper.arm(data[:18])
+        sent = loop.time()
         self._flush(link, waiter)
         link.stamper.disarm()
+        timeout = self.response_timeout_s(link)
         try:
-            payload, t4_raw, kernel_t4 = await asyncio.wait_for(asyncio.shield(waiter.future),
-                                                                 self.timeout_s)
+            payload, t4_raw, kernel_t4 = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except asyncio.TimeoutError:
             link.by_nonce.pop(nonce, None)
             link.timeouts_in_a_row += 1
-            if chosen == "stream" or link.timeouts_in_a_row >= 3:
+            silent = loop.time() - link.last_rx
+            if chosen == "stream" or (link.timeouts_in_a_row >= STALL_TIMEOUTS and silent >= STALL_SILENCE_S):
                 self._fail_link(link, TsqTimeout(f"{self.name}: connection stalled"))
-            raise TsqTimeout(f"{self.name}: no {chosen} response within {self.timeout_s:g} s") from None
+            raise TsqTimeout(f"{self.name}: no {chosen} response within {timeout:.3g} s") from None
         finally:
             for key in [k for k, w in link.pending_tx.items() if w is waiter]:
                 del link.pending_tx[key]
         link.timeouts_in_a_row = 0
+        link.round_trips = [*link.round_trips[-7:], loop.time() - sent]
         if waiter.t1_kernel is None and link.endpoint.tx_kernel:
             link.endpoint.drain_tx_stamps()
         return self._validate(link, chosen, waiter, payload, t4_raw, kernel_t4)
+
+    def response_timeout_s(self, link: _Link) -> float:
+        """How long to wait for an answer on this link (see RESPONSE_TIMEOUT_RTTS)."""
+        if not link.round_trips:
+            return self.timeout_s
+        return min(self.timeout_s, max(MIN_RESPONSE_TIMEOUT_S, RESPONSE_TIMEOUT_RTTS * max(link.round_trips)))
 
     def _validate(self, link: _Link, mode: str, waiter: _Waiter, payload: bytes, t4_raw: int,
                   kernel_t4: bool) -> Exchange:

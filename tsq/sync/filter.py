@@ -1,6 +1,6 @@
 """Per-source clock filter and regression (sans-IO), after chrony's sourcestats.
 
-A source keeps the last `max_samples` samples that passed the filter. The filter prefers low-delay
+A source keeps up to `max_samples` samples that passed the filter. The filter prefers low-delay
 samples: a sample whose delay exceeds the window's minimum by far more than the usual excess is a
 *delay spike* and is dropped; a sample whose offset disagrees with the regression's prediction by
 more than both their error intervals is an *offset spike*, and several of those in a row mean the
@@ -11,6 +11,12 @@ prior on the frequency (|freq| is a few tens of ppm for any real crystal) so tha
 samples taken milliseconds apart still give an honest, if wide, answer. Weights fall with a
 sample's excess delay. Absolute values stay integer ns; the fit works on floats relative to the
 newest sample, so no precision is lost on offsets of ~1.7e18 ns.
+
+How many of them the regression uses is chosen as chrony does: fit them all, and if the signs of
+the residuals come in too few runs for random noise (a runs test at `runs_z` standard deviations),
+the line does not fit the older samples any more (wander, a frequency change): drop the oldest
+quarter and try again, down to `min_runs_window`. Dropped samples are forgotten. So the window is
+long (the fit averages jitter away) while the clock behaves as a line, and short when it does not.
 
 The error interval of a source ("distance", as NTP's root distance) is the half-width around its
 offset that contains the true offset:
@@ -40,7 +46,9 @@ class Sample:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    max_samples: int = 16             # regression window (chrony keeps up to 64)
+    max_samples: int = 64             # longest regression window (as chrony's default)
+    min_runs_window: int = 8          # the runs test never shrinks the window below this
+    runs_z: float = 2.33              # runs below mean - z x sd: not random (one-sided 1 %)
     spike_factor: float = 4.0         # delay spike: excess > factor x median excess ...
     spike_floor_ns: int = 20_000      # ... and > this and > min_delay / 2
     spike_reset: int = 4              # this many delay spikes in a row: the path changed, accept
@@ -100,7 +108,7 @@ class SourceFilter:
     def __init__(self, config: Optional[FilterConfig] = None) -> None:
         self.config = config or FilterConfig()
         self.samples: List[Sample] = []
-        self._delays: Deque[int] = deque(maxlen=self.config.max_samples)
+        self._delays: Deque[int] = deque(maxlen=min(16, self.config.max_samples))  # recent minimum
         self._delay_spikes = 0
         self._steps: List[Sample] = []
         self._fit: Optional[_Fit] = None
@@ -165,7 +173,24 @@ class SourceFilter:
 
     # ------------------------------------------------------------------------------ regression
     def _refit(self) -> None:
-        self._fit = fit_samples(self.samples, self.config) if self.samples else None
+        """Fit the window, shrinking it from the old end while the residuals fail the runs test."""
+        cfg = self.config
+        if not self.samples:
+            self._fit = None
+            return
+        start = 0
+        while True:
+            window = self.samples[start:]
+            fit = fit_samples(window, cfg)
+            n = len(window)
+            # Residuals below the noise floor carry no shape worth testing (rounding only).
+            if (n <= cfg.min_runs_window or fit.jitter < cfg.sigma_floor_ns
+                    or residuals_look_random(window, fit, cfg.runs_z)):
+                break
+            start += max(1, min(n // 4, n - cfg.min_runs_window))
+        if start:
+            del self.samples[:start]
+        self._fit = fit
 
     def _distance(self, fit: _Fit, raw_ns: int) -> float:
         cfg = self.config
@@ -185,6 +210,23 @@ class SourceFilter:
             distance_ns=self._distance(fit, now_raw), jitter_ns=fit.jitter,
             min_delay_ns=min(x.delay_ns for x in self.samples), samples=len(self.samples),
             last_sample_raw=self.samples[-1].raw_ns)
+
+
+def residuals_look_random(samples: List[Sample], fit: _Fit, z: float) -> bool:
+    """Wald-Wolfowitz runs test on the signs of the residuals: False when there are too few runs."""
+    signs = []
+    for s in samples:
+        pred, _ = fit.predict(s.raw_ns)
+        signs.append((s.offset_ns - fit.ref_offset) - pred > 0)
+    n1 = sum(signs)
+    n2 = len(signs) - n1
+    n = n1 + n2
+    if n1 == 0 or n2 == 0:
+        return n < 3
+    runs = 1 + sum(1 for a, b in zip(signs, signs[1:]) if a != b)
+    mean = 1 + 2 * n1 * n2 / n
+    var = 2 * n1 * n2 * (2 * n1 * n2 - n) / (n * n * (n - 1))
+    return runs >= mean - z * math.sqrt(var)
 
 
 def fit_samples(samples: List[Sample], config: FilterConfig) -> _Fit:

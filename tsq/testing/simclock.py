@@ -110,6 +110,7 @@ class SimPath:
     back_delay_ns: Optional[int] = None    # one way, server -> client (default: delay_ns)
     jitter_ns: float = 0.0                 # mean of the exponential queueing delay added per leg
     loss: float = 0.0                      # probability an exchange is lost
+    uniform_jitter_ns: float = 0.0         # ± uniform per leg on top (what tsq.testing.relay adds)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,9 @@ class Simulation:
         back = path.delay_ns if path.back_delay_ns is None else path.back_delay_ns
         fwd = path.delay_ns + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
         bwd = back + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
+        if path.uniform_jitter_ns:
+            fwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
+            bwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
         t2_true = t + round(fwd)
         t3_true = t2_true + server.turnaround_ns
         t4_true = t3_true + round(bwd)
