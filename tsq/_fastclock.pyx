@@ -616,3 +616,61 @@ cdef class PpsDevice:
     def __dealloc__(self):
         if self._fd >= 0:
             _os.close(self._fd)
+
+
+# ------------------------------------------------------------------------------------------------
+# stamped serial I/O: the stamp is taken in C next to the syscall, with the GIL released, so it
+# never waits for another Python thread (a reader thread woken by data would otherwise stamp only
+# once it got the GIL back: up to the 5 ms switch interval late).
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd* fds, unsigned long nfds, int timeout)
+    short POLLIN
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t c_write "write"(int fd, const void* buf, size_t count)
+
+
+def wait_readable_stamped(int fd, int wake_fd, int timeout_ms):
+    """poll() `fd` and `wake_fd` for input; (fd revents, wake_fd revents, raw ns at wake-up).
+
+    OSError on a failed poll. `wake_fd` < 0 is ignored (as poll(2) does)."""
+    cdef pollfd fds[2]
+    cdef int rc, err = 0
+    cdef int64_t t = 0
+    fds[0].fd = fd
+    fds[0].events = POLLIN
+    fds[0].revents = 0
+    fds[1].fd = wake_fd
+    fds[1].events = POLLIN
+    fds[1].revents = 0
+    with nogil:
+        rc = poll(fds, 2, timeout_ms)
+        _gettime(c_CLOCK_MONOTONIC_RAW, &t)
+        if rc < 0:
+            err = errno
+    if rc < 0:
+        raise OSError(err, _os.strerror(err))
+    return fds[0].revents, fds[1].revents, t
+
+
+def write_stamped(int fd, const unsigned char[::1] data):
+    """write(fd, data) once; (bytes written, raw ns just before the syscall). OSError on failure
+    (BlockingIOError when a non-blocking fd is full)."""
+    cdef ssize_t n
+    cdef int err = 0
+    cdef int64_t t = 0
+    cdef size_t size = data.shape[0]
+    cdef const unsigned char* p = &data[0] if size > 0 else NULL
+    with nogil:
+        _gettime(c_CLOCK_MONOTONIC_RAW, &t)
+        n = c_write(fd, p, size)
+        if n < 0:
+            err = errno
+    if n < 0:
+        raise OSError(err, _os.strerror(err))
+    return n, t

@@ -679,3 +679,28 @@ def wait_tx_timestamps(sock: socket.socket, count: int, timeout_s: float) -> Lis
         poller.poll(max(1, int(left * 1000)))
         found.extend(read_tx_timestamps(sock))
     return found
+
+
+# ------------------------------------------------------------------------------------------------
+# stamped serial I/O (the Cython backend stamps next to the syscall with the GIL released)
+
+
+def wait_readable_stamped(fd: int, wake_fd: int, timeout_ms: int) -> tuple[int, int, int]:
+    """poll() `fd` and `wake_fd` for input; (fd revents, wake_fd revents, raw ns at wake-up).
+
+    OSError on a failed poll. `wake_fd` < 0 is ignored (as poll(2) does)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if wake_fd >= 0 and wake_fd != fd:
+        poller.register(wake_fd, select.POLLIN)
+    ready = poller.poll(timeout_ms)
+    t = raw_ns()
+    got = dict(ready)
+    return got.get(fd, 0), got.get(wake_fd, 0) if wake_fd >= 0 else 0, t
+
+
+def write_stamped(fd: int, data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """write(fd, data) once; (bytes written, raw ns just before the syscall). OSError on failure
+    (BlockingIOError when a non-blocking fd is full)."""
+    t = raw_ns()
+    return os.write(fd, data), t

@@ -48,7 +48,9 @@ if TYPE_CHECKING or os.environ.get("TSQ_PURE_PYTHON", "") not in ("", "0"):
         struct_sizes,
         tai_ns,
         unix_ns_to_ntp64,
+        wait_readable_stamped,
         write_ntp64,
+        write_stamped,
     )
 
     BACKEND = "python"
@@ -70,7 +72,9 @@ else:
             struct_sizes,
             tai_ns,
             unix_ns_to_ntp64,
+            wait_readable_stamped,
             write_ntp64,
+            write_stamped,
         )
 
         BACKEND = "cython"
@@ -91,7 +95,9 @@ else:
             struct_sizes,
             tai_ns,
             unix_ns_to_ntp64,
+            wait_readable_stamped,
             write_ntp64,
+            write_stamped,
         )
 
         BACKEND = "python"
@@ -129,6 +135,8 @@ __all__ = [
     "struct_sizes",
     "tai_ns",
     "unix_ns_to_ntp64",
+    "wait_readable_stamped",
     "wait_tx_timestamps",
     "write_ntp64",
+    "write_stamped",
 ]

@@ -75,3 +75,45 @@ def test_add_never_raises(rows: list[tuple[int, int, int, int]]) -> None:
         fit.add(PingSample(t1, t2, t2 + turn, t1 + rtt))
         fit.ticks_at(t1)
         fit.line_bound_ns(t1)
+
+
+def test_low_delay_pings_dominate_the_fit() -> None:
+    """Half the pings wait up to 150 µs on the forward leg only (under the delay gate): an
+    unweighted line would be off by ~20 µs; weighting by excess delay keeps it within a few."""
+    rng = random.Random(5)
+    fit = LineFit(TICK_HZ)
+    ppm = 50.0
+
+    def ticks(at_raw: int) -> int:
+        return 7_000 + int(at_raw * (1 + ppm * 1e-6) * TICK_HZ // 1_000_000_000)
+
+    for i in range(128):
+        raw = 1_000_000_000 * (i + 1)
+        up = 50_000 + rng.randrange(2_000) + (rng.randrange(150_000) if i % 2 else 0)
+        down = 50_000 + rng.randrange(2_000)
+        t2 = ticks(raw + up)
+        fit.add(PingSample(raw, t2, t2 + 50, raw + up + 50_000 + down))
+    at = 128_500_000_000
+    got = fit.ticks_at(at)
+    assert got is not None and abs(got - ticks(at)) <= 5      # µs at 1 MHz ticks
+    bound = fit.line_bound_ns(at)
+    assert bound is not None and bound >= abs(got - ticks(at)) * 1000
+
+
+def test_window_shrinks_when_the_crystal_changes_frequency() -> None:
+    """A +2 ppm step after 100 pings: the runs test drops the old line instead of averaging it in."""
+    rng = random.Random(6)
+    fit = LineFit(TICK_HZ)
+    change = 100_000_000_000
+
+    def ticks(at_raw: int) -> int:
+        bend = max(0, at_raw - change) * 2e-6
+        return int((at_raw * (1 + 20e-6) + bend) * TICK_HZ // 1_000_000_000)
+
+    for i in range(160):
+        raw = 1_000_000_000 * (i + 1)
+        up, down = 50_000 + rng.randrange(10_000), 50_000 + rng.randrange(10_000)
+        t2 = ticks(raw + up)
+        fit.add(PingSample(raw, t2, t2 + 50, raw + up + 50_000 + down))
+    assert fit.points < 100                                    # the pre-change pings are gone
+    assert abs(fit.freq_ppm - 22.0) < 0.5  # type: ignore[operator]

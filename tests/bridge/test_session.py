@@ -1,9 +1,9 @@
 """DeviceSession/DeviceDriver over a real pty with the real codec, against a Python STAND-IN device.
 
-The C firmware's host build is not written yet; until it is, this stand-in device (a thread with a
-skewed tick counter speaking tsq.bridge.frames) exercises the bridge's side end to end: handshake,
-pings, regression, TIMESCALE, device reset, garbage, hot-plug, status. It is named as such and is
-not used outside this file.
+Beside the tests with the real C firmware (test_firmware_e2e.py), this stand-in device (a thread with
+a skewed tick counter speaking tsq.bridge.frames) exercises the bridge's side with device behaviour
+the firmware does not offer on demand: handshake, pings, regression, TIMESCALE, device reset,
+garbage, hot-plug, status. It is named as such and is not used outside the tests.
 """
 
 from __future__ import annotations

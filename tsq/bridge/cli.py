@@ -54,6 +54,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="position to put in $GPRMC (default: empty fields)")
     p.add_argument("--ping-interval", type=float, default=1.0, metavar="S",
                    help="seconds between ping exchanges per device (default 1)")
+    p.add_argument("--single-ping", action="store_true",
+                   help="one ping per interval; by default each measured ping follows an unmeasured "
+                        "warm-up ping by 2 ms, which removes a one-sided delay of an idle line "
+                        "(docs/bridge.md)")
     p.add_argument("--backoff-max", type=float, default=5.0, metavar="S",
                    help="longest wait between attempts to reopen a vanished port (default 5)")
     p.add_argument("--backoff-initial", type=float, default=0.1, metavar="S",
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = BridgeConfig(
         ports=list(args.ports), baud=args.baud, nmea=args.nmea, nmea_position=args.nmea_position,
-        ping_interval_s=args.ping_interval, backoff_initial_s=args.backoff_initial,
+        ping_interval_s=args.ping_interval, warmup_ping=not args.single_ping,
+        backoff_initial_s=args.backoff_initial,
         backoff_max_s=args.backoff_max, log_dir=args.log, fsync_interval_s=args.fsync_interval,
     )
     try:

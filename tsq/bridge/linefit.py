@@ -3,9 +3,17 @@
 A ping gives T1 (raw ns, request left the host), T2 and T3 (device ticks, request in, reply out) and
 T4 (raw ns, reply in). With equal-length frames the serialisation time is the same both ways, so the
 device instant (T2+T3)/2 matches the raw instant (T1+T4)/2 up to the line's asymmetry, which is at
-most half the line delay (T4-T1)-(T3-T2). The fit is an ordinary least-squares line through those
-midpoints over a sliding window, restricted to pings whose delay is near the window's minimum (a
-ping that waited in a queue says less about the clocks). Nothing here reads a clock.
+most half the line delay (T4-T1)-(T3-T2). The fit is a weighted least-squares line through those
+midpoints. A ping that waited (in a UART FIFO, a USB frame, a scheduler queue) says less about the
+clocks, so weights fall with a ping's excess delay over the window's minimum, as in the sync engine:
+`1 / (sigma0 + excess/2)^2`, sigma0 = max(`sigma_floor_ns`, half the median excess); pings far
+beyond the recent minimum (`delay_gate_ns`) are dropped outright.
+
+The window is long (up to `window` pings: on a pty at 1 ping/s the scatter of single pings is tens
+of µs, and averaging 128 of them is what brings the line to a few µs) and sized by the runs test of
+`tsq.sync.runs`, as the engine's is: when the residuals' signs show a shape (the crystal's frequency
+moved with temperature) the oldest quarter goes, down to `min_runs_window` pings.
+Nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Deque, Optional
+
+from tsq.sync.runs import signs_look_random
 
 NS_PER_S = 1_000_000_000
 
@@ -51,10 +61,12 @@ class LineFit:
     def __init__(
         self,
         tick_hz: int,
-        window: int = 32,
+        window: int = 128,
         delay_gate_ns: int = 200_000,
         min_points: int = 4,
         max_ppm: float = 1000.0,
+        min_runs_window: int = 16,
+        sigma_floor_ns: float = 2_000.0,
     ) -> None:
         if tick_hz <= 0:
             raise ValueError("tick_hz must be positive")
@@ -63,8 +75,10 @@ class LineFit:
         self.delay_gate_ns = delay_gate_ns
         self.min_points = min_points
         self.max_ppm = max_ppm
+        self.min_runs_window = min_runs_window
+        self.sigma_floor_ns = sigma_floor_ns
         self._points: Deque[_Point] = deque(maxlen=window)
-        self._delays: Deque[int] = deque(maxlen=window)
+        self._delays: Deque[int] = deque(maxlen=min(window, 32))  # the recent minimum, for the gate
         self._fit: Optional[tuple[int, int, float, float, float, float, int]] = None
         self.accepted = 0
         self.rejected = 0
@@ -113,6 +127,19 @@ class LineFit:
             p = pts[0]
             self._fit = (p.x, p.y, self.tick_hz / NS_PER_S, 0.0, 0.0, 0.0, 1)
             return
+        start = 0
+        while True:
+            window = pts[start:]
+            fit = self._fit_window(window)
+            n = len(window)
+            if fit is None or n <= self.min_runs_window or self._looks_linear(window, fit):
+                break
+            start += max(1, min(n // 4, n - self.min_runs_window))
+        for _ in range(start if fit is not None else 0):
+            self._points.popleft()
+        self._fit = fit
+
+    def _fit_window(self, pts: list[_Point]) -> Optional[tuple[int, int, float, float, float, float, int]]:
         fit = self._solve(pts)
         if fit is not None and len(pts) >= 4:
             # One pass of outlier removal: a point far off the line (several times the median
@@ -124,27 +151,40 @@ class LineFit:
             kept = [p for p, r in zip(pts, res) if r <= limit]
             if len(kept) >= 2 and len(kept) < len(pts):
                 fit = self._solve(kept) or fit
-        self._fit = fit
+        return fit
+
+    def _looks_linear(self, pts: list[_Point], fit: tuple[int, int, float, float, float, float, int]) -> bool:
+        xc, yc, k, frac, sigma_ticks, _sxx, _n = fit
+        if sigma_ticks * NS_PER_S / self.tick_hz < self.sigma_floor_ns:
+            return True   # scatter at the noise floor: no shape worth testing (tick rounding only)
+        return signs_look_random([(p.y - yc) - frac - k * (p.x - xc) > 0 for p in pts])
 
     def _solve(self, pts: list[_Point]) -> Optional[tuple[int, int, float, float, float, float, int]]:
         n = len(pts)
         x0, y0 = pts[0].x, pts[0].y
+        d_min = min(p.delay_ns for p in pts)
+        excess = sorted(p.delay_ns - d_min for p in pts)
+        sigma0 = max(self.sigma_floor_ns, excess[n // 2] / 2)
+        ws = [1.0 / (sigma0 + (p.delay_ns - d_min) / 2) ** 2 for p in pts]
+        norm = n / sum(ws)              # weights scaled to mean 1: sigma below is per unit weight
+        ws = [w * norm for w in ws]
         xs = [float(p.x - x0) for p in pts]
         ys = [float(p.y - y0) for p in pts]
-        mx, my = sum(xs) / n, sum(ys) / n
-        sxx = sum((x - mx) ** 2 for x in xs)
+        mx = sum(w * x for w, x in zip(ws, xs)) / n
+        my = sum(w * y for w, y in zip(ws, ys)) / n
+        sxx = sum(w * (x - mx) ** 2 for w, x in zip(ws, xs))
         if sxx <= 0:
             return None
-        k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        k = sum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys)) / sxx
         nominal = self.tick_hz / NS_PER_S
         if abs(k / nominal - 1.0) > self.max_ppm * 1e-6:
             return None
-        # Re-centre on the mean so the intercept and slope errors are independent.
+        # Re-centre on the weighted mean so the intercept and slope errors are independent.
         xc = x0 + round(mx)
         dy = my + k * (round(mx) - mx)   # small: keep the big integer part out of the float
         yc = y0 + math.floor(dy)
         frac = dy - math.floor(dy)
-        sse = sum(((y - my) - k * (x - mx)) ** 2 for x, y in zip(xs, ys))
+        sse = sum(w * ((y - my) - k * (x - mx)) ** 2 for w, x, y in zip(ws, xs, ys))
         sigma_ticks = math.sqrt(sse / (n - 2)) if n > 2 else 0.0
         return (xc, yc, k, frac, sigma_ticks, sxx, n)
 

@@ -36,6 +36,7 @@ class BridgeConfig:
     nmea: bool = False
     nmea_position: Optional[Tuple[float, float]] = None
     ping_interval_s: float = 1.0
+    warmup_ping: bool = True        # an unmeasured ping 2 ms before each measured one (DeviceDriver)
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
     log_dir: Optional[str] = None
@@ -140,7 +141,7 @@ class Bridge:
 
             link = PortLink(path, self.config.baud, on_data=lambda b, t: None, backoff=backoff)
             driver = DeviceDriver(link, self.model, ping_interval_s=self.config.ping_interval_s,
-                                  log=self._log)
+                                  log=self._log, warmup_gap_s=0.002 if self.config.warmup_ping else None)
         self.links.append(link)
         self.drivers.append(driver)
 

@@ -32,6 +32,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Deque, List, Optional
 
+from tsq.sync.runs import signs_look_random
+
 NS_PER_S = 1_000_000_000
 
 
@@ -213,20 +215,9 @@ class SourceFilter:
 
 
 def residuals_look_random(samples: List[Sample], fit: _Fit, z: float) -> bool:
-    """Wald-Wolfowitz runs test on the signs of the residuals: False when there are too few runs."""
-    signs = []
-    for s in samples:
-        pred, _ = fit.predict(s.raw_ns)
-        signs.append((s.offset_ns - fit.ref_offset) - pred > 0)
-    n1 = sum(signs)
-    n2 = len(signs) - n1
-    n = n1 + n2
-    if n1 == 0 or n2 == 0:
-        return n < 3
-    runs = 1 + sum(1 for a, b in zip(signs, signs[1:]) if a != b)
-    mean = 1 + 2 * n1 * n2 / n
-    var = 2 * n1 * n2 * (2 * n1 * n2 - n) / (n * n * (n - 1))
-    return runs >= mean - z * math.sqrt(var)
+    """The runs test (tsq.sync.runs) on the signs of the fit's residuals."""
+    return signs_look_random([(s.offset_ns - fit.ref_offset) - fit.predict(s.raw_ns)[0] > 0
+                              for s in samples], z)
 
 
 def fit_samples(samples: List[Sample], config: FilterConfig) -> _Fit:
