@@ -17,6 +17,7 @@ import re
 import shutil
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -54,7 +55,8 @@ def _fmt(value: object) -> str:
         return ""
     if isinstance(value, float):
         return repr(value)
-    return str(value)
+    # One row is one line: a line break inside a value would split it for every line-based reader.
+    return str(value).replace("\r", " ").replace("\n", " ")
 
 
 class FieldLog:
@@ -81,7 +83,7 @@ class FieldLog:
         # A timer makes rows durable within fsync_interval_s even when no further row arrives.
         self._lock = threading.Lock()
         self._timer: Optional[threading.Timer] = None
-        recover(self.directory)
+        recover(self.directory, stream)
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, row: Mapping[str, object], *, now_unix_ns: Optional[int] = None) -> None:
@@ -241,15 +243,17 @@ def compress(path: Path) -> Path:
     return final
 
 
-def recover(directory: Path) -> None:
-    """Finish what a kill during compression left: drop temp files; if both plain and .gz exist,
-    the .gz was completed (renamed after fsync), so the plain copy goes."""
-    for path in directory.glob("*.gz.tmp"):
-        path.unlink()
-    for path in directory.glob("*.csv.gz"):
+def recover(directory: Path, stream: str) -> None:
+    """Finish what a kill during compression of `stream` left: drop its temp files; if both plain
+    and .gz exist, the .gz was completed (renamed after fsync), so the plain copy goes. Only this
+    stream's files: another stream's writer may be compressing in the same directory right now."""
+    for path in directory.glob(f"{stream}-*.csv.gz.tmp"):
+        if (m := _NAME.match(path.name[:-4])) is not None and m["stream"] == stream:
+            path.unlink(missing_ok=True)
+    for path in directory.glob(f"{stream}-*.csv.gz"):
         plain = path.with_name(path.name[:-3])
-        if plain.exists():
-            plain.unlink()
+        if (m := _NAME.match(path.name)) is not None and m["stream"] == stream and plain.exists():
+            plain.unlink(missing_ok=True)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -265,21 +269,26 @@ class ReadStats:
 
 
 def log_files(paths_or_dirs: Iterable[PathLike], stream: str) -> list[Path]:
-    """All files of `stream` under the given paths, in time order (day, then part)."""
-    found: list[tuple[str, int, Path]] = []
+    """All files of `stream` under the given paths, in time order (day, then part). Where a kill
+    between compression's rename and unlink left both `X.csv` and the complete `X.csv.gz`, only the
+    .gz is listed (the same rows)."""
+    found: dict[Path, tuple[str, int, Path]] = {}
     for p in map(Path, paths_or_dirs):
         candidates = sorted(p.iterdir()) if p.is_dir() else [p]
         for path in candidates:
             m = _NAME.match(path.name)
             if m and m["stream"] == stream:
-                found.append((m["day"], int(m["part"] or 0), path))
-    return [path for _, _, path in sorted(found)]
+                plain = path.with_name(path.name[:-3]) if m["gz"] else path
+                if m["gz"] or plain not in found:
+                    found[plain] = (m["day"], int(m["part"] or 0), path)
+    return [path for _, _, path in sorted(found.values())]
 
 
 def open_text(path: Path) -> io.TextIOBase:
+    """A log file as text; lines end at \n only (a stray \r stays inside its line)."""
     if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="\n")
+    return open(path, encoding="utf-8", errors="replace", newline="\n")
 
 
 def data_lines(paths_or_dirs: Iterable[PathLike], stream: str,
@@ -304,14 +313,18 @@ def data_lines(paths_or_dirs: Iterable[PathLike], stream: str,
                 if not header_line.endswith("\n"):
                     stats.torn_lines += 1
                     continue
-                header = next(csv.reader([header_line]))
+                try:
+                    header = next(csv.reader([header_line]))
+                except csv.Error:
+                    stats.problems.append(f"{path}: unreadable header")
+                    continue
                 for line in f:
                     if not line.endswith("\n"):
                         stats.torn_lines += 1
                         stats.problems.append(f"{path}: torn last line skipped")
                     elif line != "\n":
                         yield header, line[:-1]
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz: what was readable is kept
             stats.problems.append(f"{path}: {exc}")
 
 
@@ -321,7 +334,11 @@ def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,
     `stats` (see data_lines)."""
     st = stats if stats is not None else ReadStats()
     for header, line in data_lines(paths_or_dirs, stream, st):
-        values = next(csv.reader([line]))
+        try:
+            values = next(csv.reader([line]))
+        except csv.Error:  # e.g. NUL bytes a power cut left (Python < 3.11 refuses them)
+            st.bad_lines += 1
+            continue
         if len(values) != len(header):
             st.bad_lines += 1
             continue

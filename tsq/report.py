@@ -72,16 +72,36 @@ class _Group:
     # kept as many small numpy arrays: that fragments the heap and costs hundreds of MB on a month.
     _TYPECODES: ClassVar[Dict[str, Tuple[str, Any]]] = {"time_utc": ("q", np.int64), "state": ("b", np.int8)}
 
-    def __init__(self, wanted: Tuple[str, ...]) -> None:
+    def __init__(self, wanted: Tuple[str, ...], stats: ReadStats) -> None:
         self.wanted = wanted
+        self.stats = stats
         self.pending: Dict[str, List[str]] = {c: [] for c in wanted}
         self.buffers = {c: _array.array(self._TYPECODES.get(c, ("f", np.float32))[0]) for c in wanted}
 
     def flush(self) -> None:
-        for c, values in self.pending.items():
-            if values:
-                self.buffers[c].frombytes(_convert(c, values).tobytes())
-                self.pending[c] = []
+        """Convert the pending rows; a row with a cell that does not parse is dropped and counted
+        (the chunk is converted whole first, row by row only when that fails)."""
+        n = len(self.pending[self.wanted[0]])
+        if not n:
+            return
+        try:
+            converted = {c: _convert(c, v) for c, v in self.pending.items()}
+        except ValueError:
+            good = [i for i in range(n) if self._row_parses(i)]
+            self.stats.bad_lines += n - len(good)
+            self.stats.rows -= n - len(good)
+            converted = {c: _convert(c, [v[i] for i in good]) for c, v in self.pending.items()}
+        for c, arr in converted.items():
+            self.buffers[c].frombytes(arr.tobytes())
+            self.pending[c] = []
+
+    def _row_parses(self, i: int) -> bool:
+        try:
+            for c, v in self.pending.items():
+                _convert(c, [v[i]])
+        except ValueError:
+            return False
+        return True
 
     def arrays(self) -> Dict[str, Any]:
         """One numpy array per column, sharing the buffers' memory."""
@@ -127,7 +147,7 @@ def read_columns(dirs: Iterable[str], stream: str, key: Optional[str], wanted: T
         name = parts[kidx] if key else ""
         g = groups.get(name)
         if g is None:
-            g = groups[name] = _Group(wanted)
+            g = groups[name] = _Group(wanted, st)
         for c, i in zip(wanted, idx):
             g.pending[c].append(parts[i])
         if len(g.pending[wanted[0]]) >= _CHUNK:

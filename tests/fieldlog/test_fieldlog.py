@@ -186,3 +186,31 @@ def test_empty_file_from_a_kill_before_the_header_is_not_damage(tmp_path: Path) 
     stats = ReadStats()
     assert [r["device"] for r in read_rows([tmp_path], "devices", stats)] == ["a"]
     assert not stats.problems and stats.torn_lines == 0
+
+
+def test_a_writer_leaves_another_streams_compression_alone(tmp_path: Path) -> None:
+    """Two writers in one directory: starting one must not delete the other's temp file mid-gzip."""
+    (tmp_path / "gateway-samples-20261118.csv.gz.tmp").write_bytes(b"\x1f\x8b in progress")
+    with FieldLog(tmp_path, "devices", DEVICE_FIELDS) as log:
+        log.write({"device": "a"}, now_unix_ns=T0)
+    assert (tmp_path / "gateway-samples-20261118.csv.gz.tmp").exists()
+
+
+def test_plain_and_compressed_copy_of_one_file_are_read_once(tmp_path: Path) -> None:
+    """A kill between compression's rename and unlink leaves X.csv beside the complete X.csv.gz."""
+    with FieldLog(tmp_path, "devices", DEVICE_FIELDS) as log:
+        log.write({"device": "a"}, now_unix_ns=T0)
+    plain = tmp_path / "devices-20261118.csv"
+    with gzip.open(plain.with_name(plain.name + ".gz"), "wb") as f:
+        f.write(plain.read_bytes())
+    assert [p.name for p in log_files([tmp_path], "devices")] == ["devices-20261118.csv.gz"]
+    assert [r["device"] for r in read_rows([tmp_path], "devices")] == ["a"]
+
+
+def test_line_breaks_inside_a_value_keep_one_row_per_line(tmp_path: Path) -> None:
+    with FieldLog(tmp_path, "devices", DEVICE_FIELDS) as log:
+        log.write({"device": "a\nb\rc", "state": "synchronised"}, now_unix_ns=T0)
+        log.write({"device": "d"}, now_unix_ns=T0 + 1)
+    stats = ReadStats()
+    assert [r["device"] for r in read_rows([tmp_path], "devices", stats)] == ["a b c", "d"]
+    assert stats.bad_lines == 0 and stats.torn_lines == 0

@@ -125,3 +125,17 @@ def test_cli_json_thresholds_plots_and_torn_line(tmp_path: Path) -> None:
 def test_bad_duration_is_a_clear_error() -> None:
     with pytest.raises(Exception, match="duration"):
         parse_duration_ns("ten")
+
+
+def test_a_bad_cell_costs_its_row_only(tmp_path: Path) -> None:
+    """One unparsable number among many rows: that row is counted as malformed, the rest are kept."""
+    _write_logs(tmp_path, [1000] * 300)
+    path = next(tmp_path.glob("devices-*.csv"))
+    lines = path.read_text().splitlines(keepends=True)
+    lines[10] = lines[10].replace(",1000,", ",12x4,")
+    lines[20] = lines[20].replace(lines[20].split(",")[0], "not-a-time")
+    path.write_text("".join(lines))
+    rep = analyse([str(tmp_path)])
+    (dev,) = [s for s in rep["series"] if s["kind"] == "device"]
+    assert dev["samples"] == 298
+    assert rep["bad_lines"] == 2
