@@ -47,7 +47,7 @@ class EngineConfig:
     burst_max: int = 8                     # exchanges at most in a burst
     burst_spacing_ns: int = 0
     min_samples: int = 3                   # a source is usable with this many samples
-    max_samples: int = 64                  # longest regression window (runs test shortens it)
+    max_samples: int = 128                 # longest regression window (runs test shortens it)
     max_offset_ns: int = 86_400 * NS_PER_S   # draft §6.6 threshold against the model
     max_freq_ppm: float = 100.0            # 1-sigma prior on the raw clock's frequency error
     max_clock_error_ppb: float = 1000.0    # oscillator wander allowance = holdover growth (+3 se)

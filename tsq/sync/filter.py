@@ -48,7 +48,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    max_samples: int = 64             # longest regression window (as chrony's default)
+    max_samples: int = 128            # longest regression window (the runs test shortens it)
     min_runs_window: int = 8          # the runs test never shrinks the window below this
     runs_z: float = 2.33              # runs below mean - z x sd: not random (one-sided 1 %)
     spike_factor: float = 4.0         # delay spike: excess > factor x median excess ...
