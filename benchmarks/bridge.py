@@ -79,9 +79,9 @@ def main() -> int:
             bridge.terminate()
             bridge.wait(10)
         pings = [r for r in read_rows([os.path.join(d, "log")], "devices")
-                 if r["residual_ns"] and r["line_delay_ns"]]
-        delays = [int(r["line_delay_ns"]) / 1000 for r in pings[-int(args.duration / args.ping_interval):]]
-        resids = [abs(int(r["residual_ns"])) / 1000 for r in pings[-int(args.duration / args.ping_interval):]]
+                 if r["residual_ns"] and r["line_delay_ns"]][-int(args.duration / args.ping_interval):]
+        delays = [int(r["line_delay_ns"]) / 1000 for r in pings]
+        resids = [abs(int(r["residual_ns"])) / 1000 for r in pings]
     if not rows:
         print("no synchronised truth rows: the device never synchronised", file=sys.stderr)
         return 1

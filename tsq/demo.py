@@ -19,8 +19,8 @@ import tempfile
 import time
 from typing import Any, Optional
 
-from tsq.bridge.port import raw_ns
 from tsq.bridge.service import Bridge, BridgeConfig
+from tsq.clock import raw_ns
 from tsq.tasks import cancel_and_wait
 
 DEVICE_SKEWS_PPM = (50.0, -20.0, 10.0, -35.0, 25.0, -5.0)

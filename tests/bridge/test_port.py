@@ -8,7 +8,8 @@ import os
 import tempfile
 import time
 
-from tsq.bridge.port import Backoff, PortLink, raw_ns
+from tsq.bridge.port import Backoff, PortLink
+from tsq.clock import raw_ns
 
 
 def _new_pty(link: str) -> tuple[int, str]:

@@ -20,7 +20,8 @@ from typing import Any, Optional, Protocol
 
 from tsq.bridge import frames
 from tsq.bridge.linefit import LineFit, PingSample
-from tsq.bridge.port import PortLink, raw_ns
+from tsq.bridge.port import PortLink
+from tsq.clock import raw_ns
 
 NS_PER_S = 1_000_000_000
 
@@ -327,6 +328,9 @@ class DeviceSession:
         }
 
 
+WARMUP_GAP_S = 0.002   # a measured ping follows its warm-up ping by this much (see DeviceDriver)
+
+
 class DeviceDriver:
     """Runs a DeviceSession over a PortLink: pings every interval, a TIMESCALE after each good ping.
 
@@ -340,7 +344,7 @@ class DeviceDriver:
 
     def __init__(self, link: PortLink, model: TimeModel, ping_interval_s: float = 1.0,
                  log: Optional[FieldLogLike] = None, codec: Optional[Codec] = None,
-                 warmup_gap_s: Optional[float] = 0.002) -> None:
+                 warmup_gap_s: Optional[float] = WARMUP_GAP_S) -> None:
         self.link = link
         self.session = DeviceSession(link.path, model, codec,
                                      ping_interval_ns=round(ping_interval_s * NS_PER_S))

@@ -11,7 +11,7 @@ beyond the recent minimum (`delay_gate_ns`) are dropped outright.
 
 The window is long (up to `window` pings: on a pty at 1 ping/s the scatter of single pings is tens
 of µs, and averaging 128 of them is what brings the line to a few µs) and sized by the runs test of
-`tsq.sync.runs`, as the engine's is: when the residuals' signs show a shape (the crystal's frequency
+`tsq.sync.fitting`, as the engine's is: when the residuals' signs show a shape (the crystal's frequency
 moved with temperature) the oldest quarter goes, down to `min_runs_window` pings.
 Nothing here reads a clock.
 """
@@ -21,11 +21,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Optional
+from typing import Deque, Optional, Sequence, Tuple
 
-from tsq.sync.runs import signs_look_random
+from tsq.sync.fitting import delay_weights, fit_linear_window, signs_look_random
 
 NS_PER_S = 1_000_000_000
+
+# A fitted line: (xc, yc, k, frac, sigma_ticks, sxx, n), ticks = yc + frac + k * (raw - xc).
+_Line = Tuple[int, int, float, float, float, float, int]
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class LineFit:
         self.sigma_floor_ns = sigma_floor_ns
         self._points: Deque[_Point] = deque(maxlen=window)
         self._delays: Deque[int] = deque(maxlen=min(window, 32))  # the recent minimum, for the gate
-        self._fit: Optional[tuple[int, int, float, float, float, float, int]] = None
+        self._fit: Optional[_Line] = None
         self.accepted = 0
         self.rejected = 0
 
@@ -127,19 +130,12 @@ class LineFit:
             p = pts[0]
             self._fit = (p.x, p.y, self.tick_hz / NS_PER_S, 0.0, 0.0, 0.0, 1)
             return
-        start = 0
-        while True:
-            window = pts[start:]
-            fit = self._fit_window(window)
-            n = len(window)
-            if fit is None or n <= self.min_runs_window or self._looks_linear(window, fit):
-                break
-            start += max(1, min(n // 4, n - self.min_runs_window))
-        for _ in range(start if fit is not None else 0):
-            self._points.popleft()
-        self._fit = fit
+        start, self._fit = fit_linear_window(pts, self._fit_window, self._looks_linear, self.min_runs_window)
+        if self._fit is not None:   # no line at all (rate out of range): keep the points
+            for _ in range(start):
+                self._points.popleft()
 
-    def _fit_window(self, pts: list[_Point]) -> Optional[tuple[int, int, float, float, float, float, int]]:
+    def _fit_window(self, pts: Sequence[_Point]) -> Optional[_Line]:
         fit = self._solve(pts)
         if fit is not None and len(pts) >= 4:
             # One pass of outlier removal: a point far off the line (several times the median
@@ -153,19 +149,18 @@ class LineFit:
                 fit = self._solve(kept) or fit
         return fit
 
-    def _looks_linear(self, pts: list[_Point], fit: tuple[int, int, float, float, float, float, int]) -> bool:
+    def _looks_linear(self, pts: Sequence[_Point], fit: Optional[_Line]) -> bool:
+        if fit is None:
+            return True   # nothing to test: stop shrinking
         xc, yc, k, frac, sigma_ticks, _sxx, _n = fit
         if sigma_ticks * NS_PER_S / self.tick_hz < self.sigma_floor_ns:
             return True   # scatter at the noise floor: no shape worth testing (tick rounding only)
         return signs_look_random([(p.y - yc) - frac - k * (p.x - xc) > 0 for p in pts])
 
-    def _solve(self, pts: list[_Point]) -> Optional[tuple[int, int, float, float, float, float, int]]:
+    def _solve(self, pts: Sequence[_Point]) -> Optional[_Line]:
         n = len(pts)
         x0, y0 = pts[0].x, pts[0].y
-        d_min = min(p.delay_ns for p in pts)
-        excess = sorted(p.delay_ns - d_min for p in pts)
-        sigma0 = max(self.sigma_floor_ns, excess[n // 2] / 2)
-        ws = [1.0 / (sigma0 + (p.delay_ns - d_min) / 2) ** 2 for p in pts]
+        ws = delay_weights([p.delay_ns for p in pts], self.sigma_floor_ns)
         norm = n / sum(ws)              # weights scaled to mean 1: sigma below is per unit weight
         ws = [w * norm for w in ws]
         xs = [float(p.x - x0) for p in pts]

@@ -28,14 +28,9 @@ from typing import Any, Callable, Optional
 import serial
 
 from tsq import clock
+from tsq.clock import raw_ns
 
-_CLOCK_RAW = time.CLOCK_MONOTONIC_RAW
 QUIET_AFTER_WRITE_NS = 1_000_000   # see SerialPort.write_stamped
-
-
-def raw_ns() -> int:
-    """CLOCK_MONOTONIC_RAW in ns: the one timescale for local stamps."""
-    return time.clock_gettime_ns(_CLOCK_RAW)
 
 
 def _noop() -> None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Tuple
 
 from tsq.bridge import nmea
-from tsq.bridge.port import Backoff, PortLink, raw_ns
+from tsq.bridge.port import Backoff, PortLink
+from tsq.clock import raw_ns
 from tsq.tasks import cancel_and_wait
 from tsq.timefmt import utc_iso
 
@@ -137,11 +138,12 @@ class Bridge:
             driver = NmeaWriter(link, self.model, self.config.nmea_position)
             link.on_data = driver.on_data
         else:
-            from tsq.bridge.device import DeviceDriver
+            from tsq.bridge.device import WARMUP_GAP_S, DeviceDriver
 
             link = PortLink(path, self.config.baud, on_data=lambda b, t: None, backoff=backoff)
+            gap = WARMUP_GAP_S if self.config.warmup_ping else None
             driver = DeviceDriver(link, self.model, ping_interval_s=self.config.ping_interval_s,
-                                  log=self._log, warmup_gap_s=0.002 if self.config.warmup_ping else None)
+                                  log=self._log, warmup_gap_s=gap)
         self.links.append(link)
         self.drivers.append(driver)
 

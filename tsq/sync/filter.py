@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, List, Optional
+from typing import Deque, List, Optional, Sequence
 
-from tsq.sync.runs import signs_look_random
+from tsq.sync.fitting import delay_weights, fit_linear_window, signs_look_random
 
 NS_PER_S = 1_000_000_000
 
@@ -180,18 +180,14 @@ class SourceFilter:
         if not self.samples:
             self._fit = None
             return
-        start = 0
-        while True:
-            window = self.samples[start:]
-            fit = fit_samples(window, cfg)
-            n = len(window)
+
+        def looks_linear(window: Sequence[Sample], fit: _Fit) -> bool:
             # Residuals below the noise floor carry no shape worth testing (rounding only).
-            if (n <= cfg.min_runs_window or fit.jitter < cfg.sigma_floor_ns
-                    or residuals_look_random(window, fit, cfg.runs_z)):
-                break
-            start += max(1, min(n // 4, n - cfg.min_runs_window))
-        if start:
-            del self.samples[:start]
+            return fit.jitter < cfg.sigma_floor_ns or residuals_look_random(window, fit, cfg.runs_z)
+
+        start, fit = fit_linear_window(self.samples, lambda w: fit_samples(w, cfg), looks_linear,
+                                       cfg.min_runs_window)
+        del self.samples[:start]
         self._fit = fit
 
     def _distance(self, fit: _Fit, raw_ns: int) -> float:
@@ -214,23 +210,20 @@ class SourceFilter:
             last_sample_raw=self.samples[-1].raw_ns)
 
 
-def residuals_look_random(samples: List[Sample], fit: _Fit, z: float) -> bool:
-    """The runs test (tsq.sync.runs) on the signs of the fit's residuals."""
+def residuals_look_random(samples: Sequence[Sample], fit: _Fit, z: float) -> bool:
+    """The runs test (tsq.sync.fitting) on the signs of the fit's residuals."""
     return signs_look_random([(s.offset_ns - fit.ref_offset) - fit.predict(s.raw_ns)[0] > 0
                               for s in samples], z)
 
 
-def fit_samples(samples: List[Sample], config: FilterConfig) -> _Fit:
+def fit_samples(samples: Sequence[Sample], config: FilterConfig) -> _Fit:
     """Weighted least squares of offset against raw time with a Gaussian prior b ~ N(0, max_freq)."""
     ref = samples[-1]
-    min_delay = min(s.delay_ns for s in samples)
-    excess = sorted(s.delay_ns - min_delay for s in samples)
-    # Per-sample standard deviation: a floor (the typical scatter) plus half the excess delay,
-    # the most that extra queueing on one leg can move the offset.
-    sigma0 = max(config.sigma_floor_ns, excess[len(excess) // 2] / 2)
     xs = [(s.raw_ns - ref.raw_ns) / NS_PER_S for s in samples]
     ys = [float(s.offset_ns - ref.offset_ns) for s in samples]
-    ws = [1.0 / (sigma0 + (s.delay_ns - min_delay) / 2) ** 2 for s in samples]
+    # Per-sample standard deviation: a floor (the typical scatter) plus half the excess delay,
+    # the most that extra queueing on one leg can move the offset.
+    ws = delay_weights([s.delay_ns for s in samples], config.sigma_floor_ns)
     sw = sum(ws)
     sx = sum(w * x for w, x in zip(ws, xs))
     sxx = sum(w * x * x for w, x in zip(ws, xs))
