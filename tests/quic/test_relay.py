@@ -63,3 +63,27 @@ def test_impairment_delays_are_sampled_per_copy() -> None:
         (d,) = imp.delays(rng)
         assert 0.0115 <= d <= 0.0125
     assert Impairment(loss=1.0).delays(rng) == []
+
+
+def test_relay_process_passes_its_impairment_to_the_command_line_relay() -> None:
+    from tsq.testing.daemon import RelayProcess
+
+    server = echo_socket()
+    server.settimeout(5)
+    with RelayProcess(server.getsockname()[1], forward=Impairment(delay_s=0.03),
+                      backward=Impairment(loss=1.0)) as relay:
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(0.5)
+        t0 = time.monotonic()
+        client.sendto(b"ping", ("127.0.0.1", relay.port))
+        data, addr = server.recvfrom(100)
+        assert data == b"ping" and time.monotonic() - t0 >= 0.028
+        server.sendto(b"pong", addr)
+        try:
+            client.recvfrom(100)
+            raise AssertionError("the backward leg loses everything")
+        except socket.timeout:
+            pass
+        client.close()
+    assert relay.proc.poll() is not None   # stopped with the context
+    server.close()

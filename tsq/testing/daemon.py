@@ -23,8 +23,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from tsq.sync.control import ControlError, query_status
 from tsq.testing.certs import TestPki
+from tsq.testing.relay import Impairment
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
+_RELAY = re.compile(r"^relay (\S+):(\d+) -> ")
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -123,6 +125,35 @@ class ServerProcess(_Proc):
         self.proc.wait(10)
 
     def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class RelayProcess(_Proc):
+    """`python -m tsq.testing.relay` in its own process, so its timing never waits on the GIL of
+    the process under test (a relay thread beside a busy client adds delay to its legs)."""
+
+    def __init__(self, upstream_port: int, forward: Impairment, backward: Impairment,
+                 seed: Optional[int] = None, timeout: float = 20.0) -> None:
+        args = [sys.executable, "-m", "tsq.testing.relay", "--upstream", f"127.0.0.1:{upstream_port}"]
+        for side, imp in (("fwd", forward), ("back", backward)):
+            args += [f"--{side}-delay-ms", repr(imp.delay_s * 1e3), f"--{side}-jitter-ms",
+                     repr(imp.jitter_s * 1e3), f"--{side}-loss", repr(imp.loss),
+                     f"--{side}-duplicate", repr(imp.duplicate), f"--{side}-reorder", repr(imp.reorder)]
+        if seed is not None:
+            args += ["--seed", str(seed)]
+        super().__init__(args)
+        try:
+            m = self.wait_line(_RELAY, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.port = int(m.group(2))
+        self.address = f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RelayProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:
