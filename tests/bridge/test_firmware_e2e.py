@@ -55,9 +55,11 @@ async def _run(bridge: Bridge, body: Callable[[], Any]) -> None:
             await task
 
 
-def test_converges_and_stays_within_its_bound() -> None:
+@pytest.mark.parametrize("extra", [(), ("--rx-spin-ms", "2000")], ids=["sleeping", "rx-spin"])
+def test_converges_and_stays_within_its_bound(extra: tuple[str, ...]) -> None:
+    # rx-spin: the stand-in polls its tty without sleeping (as benchmarks/bridge.py runs it)
     with tempfile.TemporaryDirectory() as d, SimulatedDevice(d, device_id=0xC0FFEE, drift_ppm=50,
-                                                             offset_ms=7, binary=BINARY) as dev:
+                                                             offset_ms=7, binary=BINARY, extra=extra) as dev:
         bridge = _bridge([dev.path])
 
         async def body() -> None:

@@ -1,7 +1,7 @@
 /* Host build of the device firmware: the portable core over a tty, with a simulated crystal.
  *
  *   tsqb-posix (--link PATH | --tty PATH) [--baud N] [--drift-ppm X] [--offset-ms X] [--wander X]
- *              [--device-id N] [--truth-log FILE] [--reset-after S]
+ *              [--device-id N] [--truth-log FILE] [--reset-after S] [--rx-spin-ms X]
  *
  * --link PATH: create a pseudo-terminal and point the symlink PATH at its slave side: the device
  *   "appears" there as a USB serial port would (the bridge opens PATH). SIGUSR2 unplugs and replugs
@@ -12,6 +12,11 @@
  * The truth log gets one line a second: realtime_ns utc_ns error_ns bound_ns state — the device's
  * UTC against CLOCK_REALTIME, which this host build can read and a real device cannot.
  * SIGUSR1 or --reset-after: a device reset (ticks restart near 0, state lost, new HELLO).
+ * --rx-spin-ms X: after each read, poll the tty without sleeping for X ms. An MCU stamps a frame in
+ *   its RX interrupt within a microsecond of the byte; this process, asleep in poll(), stamps it
+ *   only after the scheduler wakes it, which on an idle VM costs tens of microseconds (a halted
+ *   vCPU) and shows up as a one-sided delay. Spinning after the bridge's warm-up ping keeps the
+ *   measured ping's T2 at its arrival, as on the device being modelled. Default 0 (always sleep).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -146,7 +151,8 @@ int main(int argc, char **argv)
 {
     const char *link = NULL, *tty = NULL, *truth = NULL;
     unsigned baud = 115200;
-    double offset_ms = 0, reset_after = 0;
+    double offset_ms = 0, reset_after = 0, rx_spin_ms = 0;
+    int64_t spin_until = 0;
     uint32_t id = 0x00C0FFEEu;
     static const uint8_t fw[3] = {1, 0, 0};
     FILE *truth_f = NULL;
@@ -169,6 +175,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--device-id")) id = (uint32_t)strtoul(v, NULL, 0);
         else if (!strcmp(a, "--truth-log")) truth = v;
         else if (!strcmp(a, "--reset-after")) reset_after = atof(v);
+        else if (!strcmp(a, "--rx-spin-ms")) rx_spin_ms = atof(v);
         else {
             fprintf(stderr, "tsqb-posix: unknown option %s\n", a);
             return 2;
@@ -177,7 +184,7 @@ int main(int argc, char **argv)
     }
     if (!link == !tty) {
         fprintf(stderr, "usage: tsqb-posix (--link PATH | --tty PATH) [--baud N] [--drift-ppm X] "
-                        "[--offset-ms X] [--wander PPB] [--device-id N] [--truth-log FILE] [--reset-after S]\n");
+                        "[--offset-ms X] [--wander PPB] [--device-id N] [--truth-log FILE] [--reset-after S] [--rx-spin-ms X]\n");
         return 2;
     }
     memset(&sa, 0, sizeof sa);
@@ -230,13 +237,15 @@ int main(int argc, char **argv)
         p.fd = g_fd;
         p.events = POLLIN;
         p.revents = 0;
-        if (poll(&p, 1, 20) > 0) {
+        if (poll(&p, 1, clock_ns(CLOCK_MONOTONIC) < spin_until ? 0 : 20) > 0) {
             if (p.revents & POLLIN) {
                 n = read(g_fd, buf, sizeof buf);
                 if (n > 0) {
                     uint64_t t = tsqb_port_ticks(); /* the delimiter's arrival: T2 */
                     for (i = 0; i < n; i++)
                         tsqb_device_rx_byte(&g_dev, buf[i], t);
+                    if (rx_spin_ms > 0)
+                        spin_until = clock_ns(CLOCK_MONOTONIC) + (int64_t)(rx_spin_ms * 1e6);
                 } else if (n < 0 && errno != EAGAIN && errno != EINTR && !link) {
                     close(g_fd);
                     g_fd = -1;
