@@ -148,12 +148,12 @@ def run_round(imp: Optional[Impairment], seconds: float, seed: int, with_chrony:
     if one_at_a_time:
         tsq = run_tsq(imp, seconds, seed)
         return tsq, run_chrony(imp, seconds, seed) if with_chrony else None
-    box: Dict[str, Series] = {}
+    chrony: List[Series] = []
     errors: List[BaseException] = []
 
     def chrony_job() -> None:
         try:
-            box["chrony"] = run_chrony(imp, seconds, seed)
+            chrony.append(run_chrony(imp, seconds, seed))
         except BaseException as exc:  # reported below, in the main thread
             errors.append(exc)
 
@@ -165,7 +165,7 @@ def run_round(imp: Optional[Impairment], seconds: float, seed: int, with_chrony:
         thread.join(seconds + 60)
         if errors:
             raise errors[0]
-    return tsq, box.get("chrony")
+    return tsq, chrony[0] if chrony else None
 
 
 def _summary(name: str, per_round: Dict[str, List[List[int]]]) -> None:

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 from tsq.sync.control import ControlError, query_status
 from tsq.testing.certs import TestPki
@@ -27,6 +27,7 @@ from tsq.testing.relay import Impairment
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
 _RELAY = re.compile(r"^relay (\S+):(\d+) -> ")
+_P = TypeVar("_P", bound="_Proc")
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -90,6 +91,23 @@ class _Proc:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def _listen_on(self, pattern: re.Pattern[str], timeout: float) -> None:
+        """Wait for the line announcing the listening port (group 2 of `pattern`) and keep it as
+        `port` and `address`; stop the process when it never comes."""
+        try:
+            m = self.wait_line(pattern, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.port = int(m.group(2))
+        self.address = f"127.0.0.1:{self.port}"
+
+    def __enter__(self: _P) -> _P:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait; SIGKILL when it does not end. Returns the exit status."""
         self.signal(signal.SIGTERM)
@@ -110,25 +128,13 @@ class ServerProcess(_Proc):
         super().__init__([sys.executable, "-m", "tsq", "server", "--listen", f"127.0.0.1:{port}",
                           "--cert", pki.server_cert, "--key", pki.server_key,
                           "--clock-offset", repr(clock_offset), "--stats-interval", "0", *extra])
-        try:
-            m = self.wait_line(_LISTENING, timeout)
-        except RuntimeError:
-            self.stop()
-            raise
-        self.port = int(m.group(2))
-        self.address = f"127.0.0.1:{self.port}"
+        self._listen_on(_LISTENING, timeout)
 
     def kill(self) -> None:
         """SIGKILL: the server vanishes without closing its connections."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 class RelayProcess(_Proc):
@@ -145,19 +151,7 @@ class RelayProcess(_Proc):
         if seed is not None:
             args += ["--seed", str(seed)]
         super().__init__(args)
-        try:
-            m = self.wait_line(_RELAY, timeout)
-        except RuntimeError:
-            self.stop()
-            raise
-        self.port = int(m.group(2))
-        self.address = f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> RelayProcess:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        self._listen_on(_RELAY, timeout)
 
 
 class SyncProcess(_Proc):
@@ -202,12 +196,6 @@ class SyncProcess(_Proc):
                 raise RuntimeError(f"status condition not met in {timeout} s; "
                                    f"last status {last}\n{self.output}")
             time.sleep(interval)
-
-    def __enter__(self) -> SyncProcess:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 class ChronyProcess:

@@ -15,8 +15,9 @@
  * --rx-spin-ms X: after each read, poll the tty without sleeping for X ms. An MCU stamps a frame in
  *   its RX interrupt within a microsecond of the byte; this process, asleep in poll(), stamps it
  *   only after the scheduler wakes it, which on an idle VM costs tens of microseconds (a halted
- *   vCPU) and shows up as a one-sided delay. Spinning after the bridge's warm-up ping keeps the
- *   measured ping's T2 at its arrival, as on the device being modelled. Default 0 (always sleep).
+ *   vCPU) and shows up as a one-sided delay. X longer than the ping interval (benchmarks/bridge.py
+ *   uses 2000) keeps it awake throughout, so T2 is the frame's arrival, as on the device being
+ *   modelled. Default 0 (always sleep).
  */
 #define _GNU_SOURCE
 #include <errno.h>
