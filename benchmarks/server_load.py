@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from tsq import clock, wire
 from tsq.quic.client import TsqClient, TsqError, TsqInvalidResponse
-from tsq.quic.trust import ALPN_PROTOCOLS, DATAGRAM_FRAME_SIZE, generate_self_signed, spki_pin_pem
+from tsq.quic.trust import ALPN_TSQ, DATAGRAM_FRAME_SIZE, generate_self_signed, spki_pin_pem
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -69,7 +69,7 @@ def serve_baseline(port: int, cert: str, key: str) -> None:
                     self.transmit()
 
     async def main() -> None:
-        config = QuicConfiguration(is_client=False, alpn_protocols=list(ALPN_PROTOCOLS),
+        config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN_TSQ],
                                    max_datagram_frame_size=DATAGRAM_FRAME_SIZE)
         config.load_cert_chain(cert, key)
         await serve("127.0.0.1", port, configuration=config, create_protocol=Proto)

@@ -28,6 +28,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from tsq.ntp import NTP_UNIX_OFFSET_S as NTP_UNIX_OFFSET_S
+from tsq.ntp import ntp64_to_unix_ns as ntp64_to_unix_ns
+from tsq.ntp import unix_ns_to_ntp64 as unix_ns_to_ntp64
+
 WritableBuffer = Union[bytearray, memoryview]
 
 CLOCK_REALTIME: int = time.CLOCK_REALTIME
@@ -35,10 +39,7 @@ CLOCK_MONOTONIC_RAW: int = time.CLOCK_MONOTONIC_RAW
 CLOCK_TAI: int = getattr(time, "CLOCK_TAI", 11)
 CLOCK_BOOTTIME: int = getattr(time, "CLOCK_BOOTTIME", 7)
 
-NTP_UNIX_OFFSET_S = 2208988800
 _NS = 1_000_000_000
-_NTP_UNIX_OFFSET_NS = NTP_UNIX_OFFSET_S * _NS
-_TWO64 = 1 << 64
 _TWO63 = 1 << 63
 _NTP64 = struct.Struct(">Q")
 
@@ -91,26 +92,6 @@ def tai_ns() -> int:
 
 # --------------------------------------------------------------------------------------------------
 # NTP 64-bit timestamps
-
-
-def unix_ns_to_ntp64(unix_ns: int) -> int:
-    """unix ns -> ntp64, rounded half-up to the nearest 2**-32 s, wrapped modulo 2**64 (NTP eras)."""
-    ntp_ns = unix_ns + _NTP_UNIX_OFFSET_NS
-    return (((ntp_ns << 32) + 500_000_000) // _NS) % _TWO64
-
-
-def ntp64_to_unix_ns(ntp64: int, pivot_unix_ns: int) -> int:
-    """ntp64 -> unix ns in the era that puts it nearest the pivot (RFC 5905 era handling).
-
-    The result lies in [pivot - 2**63, pivot + 2**63) units of 2**-32 s, i.e. within about 68 years of
-    the pivot; exactly half-way picks the earlier era. Rounds half-up to the nearest ns.
-    """
-    if not 0 <= ntp64 < _TWO64:
-        raise ValueError(f"ntp64 value out of range [0, 2**64): {ntp64}")
-    pivot = (((pivot_unix_ns + _NTP_UNIX_OFFSET_NS) << 32) + 500_000_000) // _NS
-    delta = ((ntp64 - pivot + _TWO63) % _TWO64) - _TWO63
-    unwrapped = pivot + delta
-    return ((unwrapped * _NS + (1 << 31)) >> 32) - _NTP_UNIX_OFFSET_NS
 
 
 def _offset(offset: Any) -> int:

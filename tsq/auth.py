@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import Mapping, Optional, Protocol, Union
+from typing import Mapping, Optional, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from tsq.wire import ErrorResponse, Response, SignatureBlock
+from tsq.wire import ErrorResponse, Response, SignatureBlock, Signer
 
 __all__ = [
     "ALG_ED25519",
@@ -53,16 +53,6 @@ VerifyKey = Union[Ed25519PublicKey, bytes]
 
 class KeyFileError(ValueError):
     """A key file or key text is unreadable or not in a supported format; names the source."""
-
-
-class Signer(Protocol):
-    """Produces Signature Blocks: fixed algorithm, key id and signature length."""
-
-    algorithm: int
-    key_id: int
-    signature_length: int
-
-    def sign(self, data: bytes) -> bytes: ...
 
 
 def _key_id(key_id: int) -> int:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
-
-if TYPE_CHECKING:
-    from tsq.auth import Signer
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 __all__ = [
     "CLOCK_QUALITY",
@@ -43,6 +40,7 @@ __all__ = [
     "Response",
     "ResponseBuilder",
     "SignatureBlock",
+    "Signer",
     "TimeSourceInfo",
     "Tlv",
     "WireError",
@@ -116,6 +114,16 @@ Metadata = Tuple[Tuple[str, str], ...]
 
 class WireError(ValueError):
     """A TSQ message is malformed, or a value cannot be encoded; the message says why."""
+
+
+class Signer(Protocol):
+    """Produces Signature Blocks: fixed algorithm, key id and signature length (tsq.auth has them)."""
+
+    algorithm: int
+    key_id: int
+    signature_length: int
+
+    def sign(self, data: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -417,10 +425,13 @@ class ResponseBuilder:
     is set. `size` is the final length, known in advance because signature lengths are fixed.
 
     `pad_to` (the request's length in Precision Mode) adds Padding before the Signature Block so
-    the response is exactly `pad_to` bytes. When that is impossible (the response is already
-    longer, or exactly one byte short, which no TLV can fill) it is sent without padding and
-    `padded_exactly` is False: the response then never exceeds the request by padding.
-    The Precision ack is included whenever `req.precision` is set; the caller passes `pad_to`.
+    the response is exactly `pad_to` bytes. The Precision ack is sent only when that equality holds
+    (§6.4: a negotiated Precision Mode MUST give equal lengths): when the acknowledged response
+    cannot be padded to `pad_to` (it is already longer, or exactly one byte short, which no TLV can
+    fill), the ack is dropped and the response is padded to `pad_to` if that is possible without
+    it, else sent unpadded — padding never makes a response longer than its request.
+    `precision_acked` and `padded_exactly` say what happened. Without `pad_to` the ack follows
+    `req.precision` (the caller decides the policy).
     """
 
     def __init__(
@@ -435,18 +446,24 @@ class ResponseBuilder:
         pad_to: Optional[int] = None,
         unknown: Sequence[Tlv] = (),
     ) -> None:
-        body = _response_body(req.nonce, receive_ts, 0, req.precision, clock_quality,
-                              time_source, metadata, unknown)
         signature_size = _signature_tlv_size(signer) if signer is not None else 0
         if signature_size > MAX_TLV_SIZE:
             raise WireError(f"signer's {signer.signature_length if signer else 0}-byte signature "
                             "does not fit a TLV")
+        ack = req.precision
+        body = _response_body(req.nonce, receive_ts, 0, ack, clock_quality, time_source, metadata, unknown)
         self.padded_exactly = pad_to is None
         if pad_to is not None:
             deficit = pad_to - len(body) - signature_size
+            if ack and not (deficit == 0 or deficit >= 2):
+                ack = False
+                body = _response_body(req.nonce, receive_ts, 0, False, clock_quality, time_source,
+                                      metadata, unknown)
+                deficit += TLV_HEADER_SIZE
             if deficit == 0 or deficit >= 2:
                 body += padding_tlvs(deficit)
                 self.padded_exactly = True
+        self.precision_acked = ack
         self.buffer: bytearray = body
         self.send_ts_offset: int = SEND_TS_OFFSET
         self.size: int = len(body) + signature_size
@@ -485,8 +502,6 @@ def _split(data: bytes) -> List[_Span]:
         tlv_type = data[pos]
         start = pos + TLV_HEADER_SIZE
         stop = start + data[pos + 1]
-        if tlv_type == 0:
-            raise WireError(f"TLV type 0 at offset {pos} is reserved")
         if stop > end:
             raise WireError(f"{_name(tlv_type)} at offset {pos} declares {data[pos + 1]} value bytes, "
                             f"only {end - start} remain")
@@ -578,6 +593,8 @@ class _Common:
 
     def take(self, tlv_type: int, offset: int, value: bytes) -> bool:
         """Handle a TLV valid in both directions; False if the caller must handle it."""
+        if tlv_type == 0:
+            return True  # reserved, so unknown to every implementation: ignored (§6.3.1), not kept
         if self.padding and tlv_type != PADDING:
             raise WireError(f"{_name(tlv_type)} at offset {offset} follows Padding: "
                             "Padding must be at the end")
@@ -589,8 +606,9 @@ class _Common:
             _decode_padding(value, offset)
             self.padding += TLV_HEADER_SIZE + len(value)
         elif tlv_type == PRECISION:
+            # §6.4: "current implementations MUST treat the TLV as zero-length": a value (a future
+            # negotiation payload) is ignored, not an error.
             self.singleton(tlv_type, offset)
-            _expect_length(tlv_type, offset, value, 0)
         elif tlv_type not in TLV_NAMES:
             self.unknown.append(Tlv(tlv_type, value))
         else:

@@ -21,6 +21,7 @@ from tsq.quic.client import (
     TsqTimeout,
 )
 from tsq.quic.server import ServerConfig, ServerThread, TsqServer, load_pem_pair
+from tsq.session.server import ServerSession
 from tsq.quic.trust import generate_self_signed, spki_pin_pem
 from tsq.testing.certs import TestPki, make_pki
 from tsq.testing.relay import Impairment, UdpRelay
@@ -119,17 +120,19 @@ def test_alpn_mismatch_is_refused(pki: TestPki, server: ServerThread) -> None:
     run(go())
 
 
-def test_legacy_alpn_gets_streams_and_tlvs_1_to_3(pki: TestPki, server: ServerThread) -> None:
-    async def go() -> None:
-        c = client(pki, server.port, alpn=["tsq/1"])
-        ex = await c.exchange()
-        assert c.alpn_protocol == "tsq/1" and ex.mode == "stream" and not c.datagrams_available
-        resp = c.last_response
-        assert resp is not None and resp.metadata == () and resp.time_source is None
-        assert not resp.precision
-        await c.close()
+def test_legacy_alpn_gets_streams_and_tlvs_1_to_3(pki: TestPki) -> None:
+    with ServerThread(config(pki, legacy_alpn=True, metadata=(("site", "lab"),),
+                             time_source=wire.TimeSourceInfo(1, 1, "gps"))) as srv:
+        async def go() -> None:
+            c = client(pki, srv.port, alpn=["tsq/1"])
+            ex = await c.exchange()
+            assert c.alpn_protocol == "tsq/1" and ex.mode == "stream" and not c.datagrams_available
+            resp = c.last_response
+            assert resp is not None and resp.metadata == () and resp.time_source is None
+            assert not resp.precision
+            await c.close()
 
-    run(go())
+        run(go())
 
 
 def test_legacy_only_server_is_refused_when_it_is_disabled(pki: TestPki) -> None:
@@ -176,13 +179,16 @@ def test_pin_match_accepted_and_mismatch_refused(pki: TestPki) -> None:
         run(go())
 
 
-class WrongNonceServer(TsqServer):
+class WrongNonceSession(ServerSession):
     """A misbehaving server: echoes a different nonce."""
 
-    def build_response(self, conn: Any, req: wire.Request, t2_unix: int,
-                       request_size: int) -> wire.ResponseBuilder:
+    def build_response(self, req: wire.Request, t2_unix: int, request_size: int) -> wire.ResponseBuilder:
         forged = wire.Request(nonce=bytes(b ^ 0xFF for b in req.nonce))
-        return super().build_response(conn, forged, t2_unix, request_size)
+        return super().build_response(forged, t2_unix, request_size)
+
+
+class WrongNonceServer(TsqServer):
+    session_class = WrongNonceSession
 
 
 class WrongNonceThread(ServerThread):
@@ -228,7 +234,7 @@ def test_signatures_verified_and_forgeries_rejected(pki: TestPki, kind: str) -> 
                 await ok.close()
                 forged = client(pki, srv.port, verifier=Verifier({7: wrong}), require_signature=True)
                 with pytest.raises(TsqInvalidResponse, match="signature"):
-                    await forged._exchange_once(await forged._ensure_link(), mode)
+                    await forged.exchange(mode)
                 await forged.close()
 
         run(go())
@@ -238,7 +244,7 @@ def test_signature_request_to_a_server_without_key_fails_clearly(pki: TestPki, s
     async def go() -> None:
         c = client(pki, server.port, verifier=Verifier({1: os.urandom(32)}), require_signature=True)
         with pytest.raises(TsqServerError) as info:
-            await c._exchange_once(await c._ensure_link(), "stream")
+            await c.exchange("stream")
         assert info.value.code == wire.ERR_AUTH_REQUIRED
         await c.close()
 
@@ -431,7 +437,9 @@ def test_client_interoperates_with_a_tsq1_only_streams_only_server(pki: TestPki)
         assert srv._transport is not None
         port = srv._transport.get_extra_info("sockname")[1]
         try:
-            c = client(pki, port)
+            with pytest.raises(TsqHandshakeError):   # draft §7: exactly `tsq` unless opted in
+                await client(pki, port).exchange()
+            c = client(pki, port, allow_legacy_alpn=True)
             samples = await c.burst(3)
             assert c.alpn_protocol == "tsq/1" and not c.datagrams_available
             assert all(ex.mode == "stream" and ex.delay_ns > 0 for ex in samples)

@@ -85,23 +85,28 @@ def test_precision_size_fits_a_typical_full_signed_response() -> None:
     assert builder.padded_exactly and len(builder.finish()) == PRECISION_REQUEST_SIZE
 
 
-def test_builder_one_byte_short_sends_unpadded() -> None:
+def test_builder_one_byte_short_drops_the_ack_and_still_pads_equal() -> None:
+    """Draft §6.4: an acknowledged Precision Mode MUST give equal lengths. One byte short cannot be
+    padded with the ack (no TLV is 1 byte); without the 2-byte ack it can, so the ack goes."""
     req = Request(NONCE, precision=True)
     unpadded_response = len(ResponseBuilder(req, 5).finish())
     builder = ResponseBuilder(req, 5, pad_to=unpadded_response + 1)
     out = builder.finish()
-    assert not builder.padded_exactly and len(out) == unpadded_response == builder.size
+    assert builder.padded_exactly and not builder.precision_acked
+    assert len(out) == unpadded_response + 1 == builder.size
+    assert not decode_response(out).precision
     builder = ResponseBuilder(req, 5, pad_to=unpadded_response + 2)
-    assert builder.padded_exactly and len(builder.finish()) == unpadded_response + 2
+    assert builder.padded_exactly and builder.precision_acked
+    assert len(builder.finish()) == unpadded_response + 2
 
 
 def test_builder_too_big_for_the_request_sends_unpadded() -> None:
     req = Request(NONCE, precision=True)
     builder = ResponseBuilder(req, 5, metadata=(("k", "v" * 200),), pad_to=60)
     out = builder.finish()
-    assert not builder.padded_exactly and len(out) > 60
+    assert not builder.padded_exactly and not builder.precision_acked and len(out) > 60
     got = decode_response(out)
-    assert isinstance(got, Response) and got.padding == 0
+    assert isinstance(got, Response) and got.padding == 0 and not got.precision
 
 
 def test_builder_layout_and_late_signing() -> None:

@@ -211,13 +211,17 @@ def test_builder_pads_to_the_request_length_or_says_why_not(
     assert len(out) == builder.size
     got = decode_response(out)
     assert isinstance(got, Response)
-    assert (got.receive_ts, got.send_ts, got.precision, got.nonce) == (t2, t3, True, nonce)
+    assert (got.receive_ts, got.send_ts, got.nonce) == (t2, t3, nonce)
+    # §6.4: the ack is sent only with equal lengths.
+    assert got.precision == builder.precision_acked
+    if builder.precision_acked:
+        assert builder.padded_exactly and len(out) == len(req_bytes)
     if builder.padded_exactly:
         assert len(out) == len(req_bytes)
     else:
-        # The documented fallback: no padding, because the gap was 1 byte or negative.
-        assert got.padding == 0
-        assert len(req_bytes) - len(out) == 1 or len(out) > len(req_bytes)
+        # The documented fallback: no ack and no padding, because the response is longer.
+        assert got.padding == 0 and not got.precision
+        assert len(out) > len(req_bytes)
     if signer is not None:
         assert VERIFIER.verify_message(got)
 

@@ -1,129 +1,116 @@
-"""The TSQ client: one persistent QUIC connection per server, kernel-stamped T1/T4.
+"""The TSQ client's I/O edge: one persistent QUIC connection per server, kernel-stamped T1/T4.
 
-`TsqClient.exchange()` returns a `tsq.sync.exchange.Exchange` (T1/T4 raw ns, T2/T3 unix ns). The
-first exchange after every handshake is a discarded warm-up (it is biased: both ends are still
-busy with handshake leftovers). Datagram mode is used when the server's transport parameters allow
-DATAGRAM frames, else streams; a DATAGRAM frame is never sent to a peer that did not enable them.
-Failures raise a `TsqError` subclass; after a connection failure the next call reconnects.
+All protocol decisions live in `tsq.session.client.ClientSession` (sans-IO): nonces, mode and
+fallback, the warm-up exchange after each handshake, retries, interleaved refinement, pairing,
+deadlines, stall detection, stream framing and the draft §6.6 checks. This file only moves bytes
+between the socket, aioquic and the session, stamps T1/T4 with kernel timestamps, and turns the
+session's jobs into awaitables: `exchange()`, `sample()`, `burst()`, `send_raw()`. Failures raise a
+`TsqError` subclass; after a connection failure the next call reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 
 from tsq import clock, wire
 from tsq.auth import Verifier
-from tsq.quic.transport import (
-    XLEAVE_REQUEST_KEY,
-    XLEAVE_RESPONSE_KEY,
-    Address,
-    PacketStamper,
-    UdpEndpoint,
+from tsq.quic import compat
+from tsq.quic.driver import QuicDriver
+from tsq.quic.transport import Address, UdpEndpoint
+from tsq.quic.trust import TrustError, check_pin, client_configuration
+from tsq.session.alpn import ALPN_LEGACY, ALPN_TSQ
+from tsq.session.client import (
+    ClientOptions,
+    ClientSession,
+    Discarded,
+    Instant,
+    JobDone,
+    ModeFallback,
+    Outgoing,
+    Stalled,
+    StopReading,
 )
-from tsq.quic.trust import ALPN_LEGACY, ALPN_PROTOCOLS, ALPN_TSQ, TrustError, check_pin, client_configuration
-from tsq.sync.exchange import Exchange, SampleRejected, check
+from tsq.session.errors import (
+    TsqError,
+    TsqHandshakeError,
+    TsqInvalidResponse,
+    TsqModeUnavailable,
+    TsqServerError,
+    TsqTimeout,
+    TsqUnreachable,
+)
+from tsq.sync.exchange import Exchange
 
 log = logging.getLogger("tsq.client")
 
 DEFAULT_PORT = 443
 MODES = ("auto", "datagram", "stream")
-# An answer is given up on after RESPONSE_TIMEOUT_RTTS x the slowest recent round trip (at least
-# MIN_RESPONSE_TIMEOUT_S, at most the client's timeout_s): a lost datagram then costs one poll,
-# as in NTP, not a poll plus a second of waiting.
-RESPONSE_TIMEOUT_RTTS = 8
-MIN_RESPONSE_TIMEOUT_S = 0.25
-# A datagram connection counts as stalled (dropped and re-opened) after this many timeouts in a
-# row *and* this long without any packet from the server: random loss of 20 % each way is normal
-# and must not cost a new handshake; a server that vanished silently must.
-STALL_TIMEOUTS = 3
-STALL_SILENCE_S = 8.0
+QUIC_APP_REFUSED = 0x178
 
-
-class TsqError(Exception):
-    """Any failure of a TSQ exchange or connection; the message says what happened."""
-
-
-class TsqUnreachable(TsqError):
-    """No QUIC connection: the server refused (ICMP), closed the connection, or is not there."""
-
-
-class TsqHandshakeError(TsqError):
-    """The handshake failed: certificate, pin, or ALPN."""
-
-
-class TsqTimeout(TsqError):
-    """No (valid) answer in time."""
-
-
-class TsqInvalidResponse(TsqError):
-    """A response came back but failed the draft §6.6 / signature checks."""
-
-
-class TsqServerError(TsqInvalidResponse):
-    """The server answered with an Error TLV."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"server error {code}: {reason or '(no reason)'}")
-        self.code = code
-        self.reason = reason
-
-
-class TsqModeUnavailable(TsqError):
-    """Datagram mode was asked for but the server did not enable DATAGRAM frames."""
+__all__ = [
+    "DEFAULT_PORT",
+    "MODES",
+    "TsqClient",
+    "TsqError",
+    "TsqHandshakeError",
+    "TsqInvalidResponse",
+    "TsqModeUnavailable",
+    "TsqServerError",
+    "TsqTimeout",
+    "TsqUnreachable",
+    "parse_server",
+]
 
 
 def parse_server(spec: str, default_port: int = DEFAULT_PORT) -> Tuple[str, int]:
-    """'host', 'host:port', '[v6]:port' or a bare IPv6 address -> (host, port)."""
+    """'host', 'host:port', '[v6]:port' or a bare IPv6 address -> (host, port). ValueError if bad."""
     if spec.startswith("["):
         host, _, rest = spec[1:].partition("]")
         if rest.startswith(":"):
-            return host, int(rest[1:])
+            return host, _port(rest[1:], spec)
         return host, default_port
     if spec.count(":") == 1:
         host, port = spec.split(":")
-        return host, int(port)
+        return host, _port(port, spec)
     return spec, default_port
 
 
-@dataclass
-class _Waiter:
-    nonce: bytes
-    future: asyncio.Future[Tuple[bytes, int, bool]]
-    t1_user: int = 0
-    t1_kernel: Optional[int] = None
+def _port(text: str, spec: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"{spec!r}: port {text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{spec!r}: port {port} is out of range")
+    return port
+
+
+def _now() -> Instant:
+    return Instant(clock.raw_ns(), clock.realtime_ns())
 
 
 @dataclass
 class _Link:
-    """One QUIC connection and its socket."""
+    """One QUIC connection, its socket and its TSQ session."""
 
     quic: QuicConnection
     endpoint: UdpEndpoint
-    stamper: PacketStamper
+    session: ClientSession
     handshake: asyncio.Future[None]
-    alpn: Optional[str] = None
-    datagrams_ok: bool = False
-    warmed_up: bool = False
+    driver: Optional[QuicDriver] = None
     dead: Optional[TsqError] = None
-    timer: Optional[asyncio.TimerHandle] = None
-    by_nonce: Dict[bytes, _Waiter] = field(default_factory=dict)
-    by_stream: Dict[int, _Waiter] = field(default_factory=dict)
-    stream_data: Dict[int, bytearray] = field(default_factory=dict)
-    pending_tx: Dict[int, _Waiter] = field(default_factory=dict)
-    timeouts_in_a_row: int = 0
-    last_rx: float = 0.0  # loop time of the last packet from the server
-    round_trips: List[float] = field(default_factory=list)  # recent answered exchanges, s
-    previous: Optional[Tuple[bytes, Exchange]] = None  # last basic exchange, awaiting refinement
-    xleave_seen: bool = False  # the server reports precise TX times (interleaved)
+    jobs: Dict[int, asyncio.Future[JobDone]] = field(default_factory=dict)
+    by_stream: Dict[int, int] = field(default_factory=dict)      # stream id -> session key
+    stream_of: Dict[int, int] = field(default_factory=dict)      # session key -> stream id
+    pending_tx: Dict[int, int] = field(default_factory=dict)     # TX-stamp key -> session key
+    deadline: Optional[asyncio.TimerHandle] = None
 
 
 class TsqClient:
@@ -139,7 +126,8 @@ class TsqClient:
         insecure: bool = False,
         server_name: Optional[str] = None,
         datagrams: bool = True,
-        alpn: Sequence[str] = ALPN_PROTOCOLS,
+        alpn: Sequence[str] = (ALPN_TSQ,),
+        allow_legacy_alpn: bool = False,
         verifier: Optional[Verifier] = None,
         require_signature: bool = False,
         precision: bool = True,
@@ -156,45 +144,54 @@ class TsqClient:
         self._ca, self._pin, self._insecure = ca, pin, insecure
         self._server_name = server_name or self.host
         self._offer_datagrams = datagrams
-        self._alpn = list(alpn)
-        self.verifier = verifier
-        self.require_signature = require_signature
-        self.precision = precision
-        self.metadata_query = metadata_query
-        self.interleaved = interleaved
-        self.paired = paired
+        allow_legacy = allow_legacy_alpn or ALPN_LEGACY in alpn
+        self._alpn = list(alpn) if alpn else [ALPN_TSQ]
+        if allow_legacy and ALPN_LEGACY not in self._alpn:
+            self._alpn.append(ALPN_LEGACY)
+        self.options = ClientOptions(
+            name=self.name, precision=precision, interleaved=interleaved, paired=paired,
+            require_signature=require_signature, verifier=verifier, metadata_query=metadata_query,
+            allow_legacy=allow_legacy, timeout_ns=round(timeout_s * 1e9), max_offset_ns=max_offset_ns)
         self.kernel_stamps = kernel_stamps
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self.max_offset_ns = max_offset_ns
         self._link: Optional[_Link] = None
-        self._connecting: Optional[asyncio.Future[_Link]] = None
         self.last_response: Optional[wire.Response] = None
         # Interleaved refinement: the previous exchange, completed with the precise kernel TX time
         # of its response, as reported by the server in the next response (None when not given).
         self.last_interleaved: Optional[Exchange] = None
         self.discarded_responses = 0
+        self.last_discard: Optional[str] = None
+        self.fallbacks = 0
+        self.reconnects = 0
 
     # ------------------------------------------------------------------------------ state
     @property
+    def verifier(self) -> Optional[Verifier]:
+        return self.options.verifier
+
+    @property
+    def require_signature(self) -> bool:
+        return self.options.require_signature
+
+    @property
     def connected(self) -> bool:
-        return self._link is not None and self._link.dead is None and self._link.handshake.done()
+        link = self._link
+        return link is not None and link.dead is None and link.handshake.done() and link.session.connected
 
     @property
     def alpn_protocol(self) -> Optional[str]:
-        return self._link.alpn if self._link is not None else None
+        return self._link.session.alpn if self._link is not None else None
 
     @property
     def datagrams_available(self) -> bool:
         """Whether the connected server enabled RFC 9221 DATAGRAM frames (and speaks `tsq`)."""
-        return self._link is not None and self._link.datagrams_ok
+        return self._link is not None and self._link.session.datagrams_ok
 
     # ------------------------------------------------------------------------------ connect
     async def connect(self) -> None:
-        """Connect and handshake (no-op when connected).
-
-        Raises TsqUnreachable, TsqHandshakeError or TsqTimeout.
-        """
+        """Connect and handshake (no-op when connected). Raises TsqUnreachable, TsqHandshakeError
+        or TsqTimeout."""
         await self._ensure_link()
 
     async def _ensure_link(self) -> _Link:
@@ -242,21 +239,26 @@ class TsqClient:
 
         def on_tx(key: int, rt: int) -> None:
             if holder:
-                waiter = holder[0].pending_tx.pop(key, None)
-                if waiter is not None:
-                    waiter.t1_kernel = holder[0].endpoint.realtime_to_raw(rt)
+                skey = holder[0].pending_tx.pop(key, None)
+                if skey is not None:
+                    holder[0].session.tx_stamp(skey, holder[0].endpoint.realtime_to_raw(rt))
 
         def on_error(exc: OSError) -> None:
             if holder:
                 self._fail_link(holder[0], TsqUnreachable(f"{self.name}: {exc.strerror or exc}"))
 
+        def on_timer() -> None:
+            if holder:
+                self._process_events(holder[0], clock.raw_ns(), False)
+
         endpoint = UdpEndpoint(sock, on_datagram, kernel_stamps=self.kernel_stamps,
                                on_tx_stamp=on_tx, on_error=on_error)
-        link = _Link(quic=quic, endpoint=endpoint, stamper=PacketStamper(quic),
-                     handshake=loop.create_future())
+        session = ClientSession(self.options, offer_datagrams=self._offer_datagrams)
+        link = _Link(quic=quic, endpoint=endpoint, session=session, handshake=loop.create_future())
+        link.driver = QuicDriver(quic, endpoint, on_timer)
         holder.append(link)
         quic.connect(tuple(addr), now=loop.time())
-        self._flush(link)
+        link.driver.flush()
         return link
 
     def _drop_link(self) -> None:
@@ -264,21 +266,29 @@ class TsqClient:
         self._link = None
         if link is None:
             return
-        if link.timer is not None:
-            link.timer.cancel()
         if link.dead is None:
             link.dead = TsqUnreachable(f"{self.name}: connection closed")
-        for waiter in list(link.by_nonce.values()) + list(link.by_stream.values()):
-            _fail(waiter.future, link.dead)
-        _fail(link.handshake, link.dead)
+            link.session.connection_lost(link.dead)
+            self._dispatch(link)
+        self._close_link(link)
+
+    def _close_link(self, link: _Link) -> None:
+        _fail(link.handshake, link.dead or TsqUnreachable(f"{self.name}: connection closed"))
+        for fut in link.jobs.values():
+            _fail(fut, link.dead or TsqUnreachable(f"{self.name}: connection closed"))
+        link.jobs.clear()
+        if link.deadline is not None:
+            link.deadline.cancel()
+        if link.driver is not None:
+            link.driver.close()
         link.endpoint.close()
 
     async def close(self) -> None:
         """Close the connection (CONNECTION_CLOSE to the server) and the socket."""
         link = self._link
-        if link is not None and link.dead is None:
+        if link is not None and link.dead is None and link.driver is not None:
             link.quic.close(reason_phrase="client closing")
-            self._flush(link)
+            link.driver.flush()
         self._drop_link()
 
     def _fail_link(self, link: _Link, error: TsqError) -> None:
@@ -286,188 +296,172 @@ class TsqClient:
             return
         link.dead = error
         _fail(link.handshake, error)
-        for waiter in list(link.by_nonce.values()) + list(link.by_stream.values()):
-            _fail(waiter.future, error)
+        link.session.connection_lost(error)
+        self._dispatch(link)
+        for fut in link.jobs.values():
+            _fail(fut, error)
 
     # ------------------------------------------------------------------------------ packets in
     def _on_datagram(self, link: _Link, data: bytes, addr: Address, rx_raw: int, kernel: bool) -> None:
         if link.dead is not None:
             return
-        loop = asyncio.get_running_loop()
-        link.last_rx = loop.time()
-        link.quic.receive_datagram(data, addr, now=link.last_rx)
+        link.session.packet_received(rx_raw)
+        link.quic.receive_datagram(data, addr, now=asyncio.get_running_loop().time())
         self._process_events(link, rx_raw, kernel)
-        self._flush(link)
 
     def _process_events(self, link: _Link, rx_raw: int, kernel: bool) -> None:
-        while True:
+        session = link.session
+        now = _now()
+        while link.dead is None:
             event = link.quic.next_event()
             if event is None:
-                return
+                break
             if isinstance(event, events.DatagramFrameReceived):
-                self._datagram_response(link, event.data, rx_raw, kernel)
+                session.datagram_received(now, event.data, rx_raw, kernel)
             elif isinstance(event, events.StreamDataReceived):
-                buf = link.stream_data.setdefault(event.stream_id, bytearray())
-                buf += event.data
-                if event.end_stream:
-                    payload = bytes(link.stream_data.pop(event.stream_id))
-                    waiter = link.by_stream.pop(event.stream_id, None)
-                    if waiter is not None and not waiter.future.done():
-                        waiter.future.set_result((payload, rx_raw, kernel))
+                key = link.by_stream.get(event.stream_id)
+                if key is not None:
+                    session.stream_data(key, event.data, event.end_stream, rx_raw, kernel)
             elif isinstance(event, events.StreamReset):
-                waiter = link.by_stream.pop(event.stream_id, None)
-                if waiter is not None:
-                    _fail(waiter.future, TsqInvalidResponse(f"{self.name}: stream reset by server"))
+                key = link.by_stream.get(event.stream_id)
+                if key is not None:
+                    session.stream_reset(now, key)
             elif isinstance(event, events.HandshakeCompleted):
-                self._handshake_done(link, event)
+                self._handshake_done(link, event, now)
             elif isinstance(event, events.ConnectionTerminated):
                 reason = event.reason_phrase or f"error 0x{event.error_code:x}"
                 if not link.handshake.done():
                     self._fail_link(link, TsqHandshakeError(f"{self.name}: handshake failed: {reason}"))
                 else:
                     self._fail_link(link, TsqUnreachable(f"{self.name}: connection closed: {reason}"))
+        if link.dead is None:
+            session.packet_done(now)
+        self._pump(link)
 
-    def _handshake_done(self, link: _Link, event: events.HandshakeCompleted) -> None:
-        link.alpn = event.alpn_protocol
-        error: Optional[TsqError] = None
-        if link.alpn not in ALPN_PROTOCOLS:
-            error = TsqHandshakeError(f"{self.name}: server negotiated ALPN {link.alpn!r}, not 'tsq'")
-        elif self._pin is not None:
-            try:
-                check_pin(getattr(link.quic.tls, "_peer_certificate", None), self._pin)
-            except TrustError as exc:
-                error = TsqHandshakeError(f"{self.name}: {exc}")
-        if error is not None:
-            link.quic.close(error_code=0x178, reason_phrase="tsq trust check failed")
-            self._flush(link)
+    def _handshake_done(self, link: _Link, event: events.HandshakeCompleted, now: Instant) -> None:
+        try:
+            if self._pin is not None:
+                try:
+                    check_pin(compat.peer_certificate(link.quic), self._pin)
+                except TrustError as exc:
+                    raise TsqHandshakeError(f"{self.name}: {exc}") from exc
+            link.session.handshake_completed(now, event.alpn_protocol,
+                                             compat.peer_allows_datagrams(link.quic))
+        except TsqHandshakeError as error:
+            link.quic.close(error_code=QUIC_APP_REFUSED, reason_phrase="tsq trust check failed")
+            if link.driver is not None:
+                link.driver.flush()
             self._fail_link(link, error)
             return
-        remote_max = getattr(link.quic, "_remote_max_datagram_frame_size", None)
-        link.datagrams_ok = bool(self._offer_datagrams and link.alpn == ALPN_TSQ and remote_max)
         if not link.handshake.done():
             link.handshake.set_result(None)
 
-    def _datagram_response(self, link: _Link, data: bytes, rx_raw: int, kernel: bool) -> None:
-        nonce = data[2:18] if len(data) >= 18 and data[0] == wire.NONCE and data[1] == 16 else b""
-        waiter = link.by_nonce.pop(nonce, None)
-        if waiter is None or waiter.future.done():
-            # Draft §6.6: a response whose nonce matches no outstanding request is discarded.
-            self.discarded_responses += 1
-            log.warning("%s: discarded a datagram response with an unknown nonce", self.name)
-            return
-        waiter.future.set_result((data, rx_raw, kernel))
-
     # ------------------------------------------------------------------------------ packets out
-    def _flush(self, link: _Link, waiter: Optional[_Waiter] = None) -> None:
-        loop = asyncio.get_running_loop()
-        datagrams = link.quic.datagrams_to_send(now=loop.time())
-        hit = -1
-        if waiter is not None and link.stamper.hit_packet >= 0:
-            hit = link.stamper.hit_packet + len(datagrams) - link.stamper.packets
-        for index, (payload, _addr) in enumerate(datagrams):
-            if waiter is not None and (index == hit or (hit < 0 and index == 0)):
-                waiter.t1_user = clock.raw_ns()
-            key = link.endpoint.send(payload)
-            if waiter is not None and key is not None and index == hit:
-                link.pending_tx[key] = waiter
-        if link.pending_tx:
-            link.endpoint.drain_tx_stamps()
+    def _pump(self, link: _Link) -> None:
+        """Send what the session queued (one flush per message, to find its datagram), then
+        dispatch the session's events and re-arm its deadline."""
+        if link.dead is None and link.driver is not None:
+            for out in link.session.take_outgoing():
+                if isinstance(out, Outgoing):
+                    self._send(link, out)
+                elif isinstance(out, StopReading):
+                    sid = link.stream_of.pop(out.key, None)
+                    if sid is not None:
+                        link.quic.stop_stream(sid, QUIC_APP_REFUSED)
+            link.driver.flush()
+        self._dispatch(link)
+        self._arm_deadline(link)
+
+    def _send(self, link: _Link, out: Outgoing) -> None:
+        assert link.driver is not None
+        if out.mode == "datagram":
+            link.quic.send_datagram_frame(out.data)
+        else:
+            sid = link.quic.get_next_available_stream_id()
+            link.by_stream[sid] = out.key
+            link.stream_of[out.key] = sid
+            link.quic.send_stream_data(sid, out.data, end_stream=True)
+        link.driver.stamper.arm(out.needle)
+        flushed = link.driver.flush(marked=True)
+        link.driver.stamper.disarm()
+        if flushed is None:
+            return
+        link.session.sent(out.key, flushed.sent_raw)
+        if flushed.tx_key is not None:
+            link.pending_tx[flushed.tx_key] = out.key
             if len(link.pending_tx) > 256:
                 link.pending_tx.clear()
-        self._arm_timer(link)
+        link.endpoint.drain_tx_stamps()
 
-    def _arm_timer(self, link: _Link) -> None:
-        if link.timer is not None:
-            link.timer.cancel()
-            link.timer = None
-        at = link.quic.get_timer()
-        if at is not None and link.dead is None:
-            link.timer = asyncio.get_running_loop().call_at(at, self._on_timer, link)
+    def _dispatch(self, link: _Link) -> None:
+        session = link.session
+        while True:
+            event = session.next_event()
+            if event is None:
+                break
+            if isinstance(event, JobDone):
+                fut = link.jobs.pop(event.job, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(event)
+            elif isinstance(event, Discarded):
+                self.discarded_responses += 1
+                self.last_discard = event.reason
+                log.warning("%s", event.reason)
+            elif isinstance(event, ModeFallback):
+                self.fallbacks += 1
+                log.warning("%s", event.reason)
+            elif isinstance(event, Stalled):
+                self._fail_link(link, TsqTimeout(event.reason))
+        self.last_response = session.last_response or self.last_response
 
-    def _on_timer(self, link: _Link) -> None:
-        link.timer = None
+    def _arm_deadline(self, link: _Link) -> None:
+        if link.deadline is not None:
+            link.deadline.cancel()
+            link.deadline = None
+        at = link.session.next_deadline()
+        if at is None or link.dead is not None:
+            return
+        delay = max(0.0, (at - clock.raw_ns()) / 1e9)
+        link.deadline = asyncio.get_running_loop().call_later(delay, self._on_deadline, link)
+
+    def _on_deadline(self, link: _Link) -> None:
+        link.deadline = None
         if link.dead is not None:
             return
-        link.quic.handle_timer(now=asyncio.get_running_loop().time())
-        self._process_events(link, clock.raw_ns(), False)
-        if link.dead is None:
-            self._flush(link)
+        link.session.handle_timer(_now())
+        self._pump(link)
 
-    # ------------------------------------------------------------------------------ exchanges
-    def _choose_mode(self, link: _Link, mode: str) -> str:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        if mode == "datagram" and not link.datagrams_ok:
-            raise TsqModeUnavailable(f"{self.name}: server did not enable QUIC DATAGRAM frames")
-        if mode == "auto":
-            return "datagram" if link.datagrams_ok else "stream"
-        return mode
-
-    def _request_bytes(self, nonce: bytes, link: _Link) -> bytes:
-        if link.alpn == ALPN_LEGACY:
-            return wire.encode_request(wire.Request(nonce=nonce))
-        meta: Tuple[Tuple[str, str], ...] = ((XLEAVE_REQUEST_KEY, "1"),) if self.interleaved else ()
-        req = wire.Request(nonce=nonce, precision=self.precision,
-                           signature_request=self.require_signature,
-                           metadata_query=self.metadata_query, metadata=meta)
-        if self.precision:
-            req = wire.pad_request(req)
-        return wire.encode_request(req)
+    # ------------------------------------------------------------------------------ jobs
+    async def _job(self, start: Callable[[ClientSession, Instant], int]) -> JobDone:
+        link = await self._ensure_link()
+        job = start(link.session, _now())
+        fut: asyncio.Future[JobDone] = asyncio.get_running_loop().create_future()
+        link.jobs[job] = fut
+        self._pump(link)
+        done = await fut
+        self.last_interleaved = link.session.last_interleaved
+        return done
 
     async def exchange(self, mode: str = "auto") -> Exchange:
         """One validated exchange (connecting and warming up first when needed)."""
-        link = await self._ensure_link()
-        if not link.warmed_up:
-            link.warmed_up = True
-            with contextlib.suppress(TsqTimeout, TsqInvalidResponse):
-                await self._exchange_once(link, mode)  # biased by the handshake: never a sample
-            link = await self._ensure_link()
-        return await self._exchange_once(link, mode)
+        done = await self._job(lambda s, now: s.start_exchange(now, mode))
+        if done.error is not None:
+            raise done.error
+        assert done.exchange is not None
+        return done.exchange
 
     async def sample(self, mode: str = "auto") -> Exchange:
-        """The best sample this server can give now.
-
-        With interleaving (`interleaved=True` and a server that reports the kernel TX time of its
-        previous response), this is the previous exchange on this connection completed with the
-        precise T3; an extra exchange is made when the previous one is missing (first call, loss).
-        Each exchange is returned at most once. Otherwise it is `exchange()`'s basic sample.
-        A timed-out exchange is retried at once (up to three exchanges in all) on a live connection.
-
-        With `paired=True` every call makes two exchanges back to back and the sample returned is
-        the second of the previous call's pair: it left a warm send path (right after a receive),
-        like the server's answer, instead of a path gone cold while the client idled.
-        """
-        ex: Optional[Exchange] = None
-        lost: Optional[TsqTimeout] = None
-        for _ in range(3):
-            self.last_interleaved = None
-            try:
-                ex = await self.exchange(mode)
-            except TsqTimeout as exc:
-                # One lost datagram should cost one timeout, not the whole poll interval: try
-                # again at once, unless the connection itself gave up.
-                if not self.connected:
-                    raise
-                lost = exc
-                continue
-            except TsqInvalidResponse:
-                if self.last_interleaved is None:
-                    raise
-            refined = self.last_interleaved
-            link = self._link
-            if self.paired and self.interleaved and link is not None and link.xleave_seen:
-                with contextlib.suppress(TsqTimeout, TsqInvalidResponse):
-                    await self.exchange(mode)  # the warm partner, refined by the next call
-            if refined is not None:
-                return refined
-            if ex is not None and (not self.interleaved or link is None or not link.xleave_seen):
-                return ex
-        if ex is None:
-            raise lost if lost is not None else TsqInvalidResponse(f"{self.name}: no valid sample")
-        return ex
+        """The best sample this server can give now (see ClientSession._sample_job): the previous
+        exchange refined with the server's reported TX time when interleaving, retried at once after
+        a loss, with the warm partner exchange when `paired`."""
+        done = await self._job(lambda s, now: s.start_sample(now, mode))
+        if done.error is not None:
+            raise done.error
+        assert done.exchange is not None
+        return done.exchange
 
     async def burst(self, count: int, mode: str = "auto", interval_s: float = 0.0) -> List[Exchange]:
-        """`count` exchanges back to back (or `interval_s` apart); failures are skipped, the last
+        """`count` samples back to back (or `interval_s` apart); failures are skipped, the last
         error is raised when none succeeded."""
         out: List[Exchange] = []
         last: Optional[TsqError] = None
@@ -486,141 +480,12 @@ class TsqClient:
                        ) -> Optional[bytes]:
         """Send arbitrary bytes as one TSQ message (testing and fuzzing). Stream mode returns the
         server's answer (None if the stream was reset or timed out); datagram mode returns None."""
-        link = await self._ensure_link()
-        chosen = self._choose_mode(link, mode)
-        if chosen == "datagram":
-            link.quic.send_datagram_frame(data)
-            self._flush(link)
-            return None
-        waiter = _Waiter(nonce=b"", future=asyncio.get_running_loop().create_future())
-        stream_id = link.quic.get_next_available_stream_id()
-        link.by_stream[stream_id] = waiter
-        link.quic.send_stream_data(stream_id, data, end_stream=True)
-        self._flush(link)
         try:
-            payload, _, _ = await asyncio.wait_for(asyncio.shield(waiter.future),
-                                                   timeout_s or self.timeout_s)
+            done = await asyncio.wait_for(self._job(lambda s, now: s.start_raw(now, data, mode)),
+                                          (timeout_s or self.timeout_s) + self.connect_timeout_s)
         except (asyncio.TimeoutError, TsqInvalidResponse):
-            link.by_stream.pop(stream_id, None)
             return None
-        return payload
-
-    async def _exchange_once(self, link: _Link, mode: str) -> Exchange:
-        chosen = self._choose_mode(link, mode)
-        nonce = os.urandom(wire.NONCE_SIZE)
-        data = self._request_bytes(nonce, link)
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(nonce=nonce, future=loop.create_future())
-        if chosen == "datagram":
-            link.by_nonce[nonce] = waiter
-            link.quic.send_datagram_frame(data)
-        else:
-            stream_id = link.quic.get_next_available_stream_id()
-            link.by_stream[stream_id] = waiter
-            link.quic.send_stream_data(stream_id, data, end_stream=True)
-        link.stamper.arm(data[:18])
-        sent = loop.time()
-        self._flush(link, waiter)
-        link.stamper.disarm()
-        timeout = self.response_timeout_s(link)
-        try:
-            payload, t4_raw, kernel_t4 = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-        except asyncio.TimeoutError:
-            link.by_nonce.pop(nonce, None)
-            link.timeouts_in_a_row += 1
-            silent = loop.time() - link.last_rx
-            if chosen == "stream" or (link.timeouts_in_a_row >= STALL_TIMEOUTS and silent >= STALL_SILENCE_S):
-                self._fail_link(link, TsqTimeout(f"{self.name}: connection stalled"))
-            raise TsqTimeout(f"{self.name}: no {chosen} response within {timeout:.3g} s") from None
-        finally:
-            for key in [k for k, w in link.pending_tx.items() if w is waiter]:
-                del link.pending_tx[key]
-        link.timeouts_in_a_row = 0
-        link.round_trips = [*link.round_trips[-7:], loop.time() - sent]
-        if waiter.t1_kernel is None and link.endpoint.tx_kernel:
-            link.endpoint.drain_tx_stamps()
-        return self._validate(link, chosen, waiter, payload, t4_raw, kernel_t4)
-
-    def response_timeout_s(self, link: _Link) -> float:
-        """How long to wait for an answer on this link (see RESPONSE_TIMEOUT_RTTS)."""
-        if not link.round_trips:
-            return self.timeout_s
-        return min(self.timeout_s, max(MIN_RESPONSE_TIMEOUT_S, RESPONSE_TIMEOUT_RTTS * max(link.round_trips)))
-
-    def _validate(self, link: _Link, mode: str, waiter: _Waiter, payload: bytes, t4_raw: int,
-                  kernel_t4: bool) -> Exchange:
-        try:
-            resp = wire.decode_response(payload)
-        except wire.WireError as exc:
-            raise TsqInvalidResponse(f"{self.name}: malformed response: {exc}") from exc
-        if isinstance(resp, wire.ErrorResponse):
-            raise TsqServerError(resp.code, resp.reason)
-        if resp.nonce != waiter.nonce:
-            log.warning("%s: response nonce does not match the request: discarded", self.name)
-            raise TsqInvalidResponse(f"{self.name}: nonce mismatch")
-        self._check_signature(resp)
-        pivot = clock.realtime_ns()
-        t1_raw = waiter.t1_kernel if waiter.t1_kernel is not None else waiter.t1_user
-        ex = Exchange(
-            server=self.name, mode=mode, t1_raw=t1_raw,
-            t2_unix=clock.ntp64_to_unix_ns(resp.receive_ts, pivot),
-            t3_unix=clock.ntp64_to_unix_ns(resp.send_ts, pivot),
-            t4_raw=t4_raw, kernel_t1=waiter.t1_kernel is not None, kernel_t4=kernel_t4,
-            clock_quality=resp.clock_quality, time_source=resp.time_source, metadata=resp.metadata,
-        )
-        self.last_response = resp
-        # Before checking this sample: its response may carry the previous one's precise T3, and
-        # its own T3 may be refined by the next response even when the basic sample fails.
-        self._interleave(link, resp, waiter.nonce, ex, pivot)
-        try:
-            check(ex, raw_to_unix_ns=pivot - clock.raw_ns(), max_offset_ns=self.max_offset_ns)
-        except SampleRejected as exc:
-            log.info("%s: basic sample rejected: %s", self.name, exc)
-            raise TsqInvalidResponse(f"{self.name}: {exc}") from exc
-        return ex
-
-    def _check_signature(self, resp: wire.Response) -> None:
-        if resp.signature is None:
-            if self.require_signature:
-                raise TsqInvalidResponse(f"{self.name}: signature requested but response is unsigned")
-            return
-        if self.verifier is None:
-            if self.require_signature:
-                raise TsqInvalidResponse(f"{self.name}: no key to verify the signature with")
-            return
-        if not self.verifier.verify(resp.signature, resp.signed_data):
-            raise TsqInvalidResponse(
-                f"{self.name}: signature verification failed (key id {resp.signature.key_id})")
-
-    def _interleave(self, link: _Link, resp: wire.Response, nonce: bytes, ex: Exchange, pivot: int) -> None:
-        self.last_interleaved = None
-        previous = link.previous
-        link.previous = (nonce, ex)
-        for key, value in resp.metadata:
-            if key != XLEAVE_RESPONSE_KEY:
-                continue
-            link.xleave_seen = True
-            if previous is None or previous[1].mode != ex.mode:
-                return
-            prev_nonce, _, ts = value.partition(":")
-            if prev_nonce != previous[0].hex():
-                return
-            try:
-                t3 = clock.ntp64_to_unix_ns(int(ts, 16), pivot)
-            except ValueError:
-                return
-            old = previous[1]
-            refined = Exchange(
-                server=old.server, mode=old.mode, t1_raw=old.t1_raw, t2_unix=old.t2_unix,
-                t3_unix=t3, t4_raw=old.t4_raw, kernel_t1=old.kernel_t1, kernel_t4=old.kernel_t4,
-                clock_quality=old.clock_quality, time_source=old.time_source, metadata=old.metadata,
-            )
-            try:
-                check(refined, raw_to_unix_ns=pivot - clock.raw_ns(), max_offset_ns=self.max_offset_ns)
-            except SampleRejected:
-                return
-            self.last_interleaved = refined
-            return
+        return done.payload
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:

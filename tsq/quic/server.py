@@ -1,50 +1,54 @@
-"""The TSQ server: aioquic's sans-IO `QuicConnection` on our own timestamped UDP socket.
+"""The TSQ server's I/O edge: aioquic's sans-IO `QuicConnection` and our `ServerSession` on our own
+timestamped UDP socket.
 
-Per request: T2 is the kernel RX stamp of the datagram that carried it, mapped onto the served
-timescale; T3 is written into the plaintext of the packet that carries the response right before
-aioquic encrypts it (`PacketStamper`), plus the server's measured stamp-to-wire residual (median of
-recent kernel TX stamp minus T3 stamp). Stream mode and datagram mode share one port. Malformed
-requests get an Error TLV on streams and are dropped silently on datagrams; any exception in the
-handler is contained the same way and never stops the loop.
+This file only moves bytes: datagrams from the socket into the right connection, that connection's
+events into its `tsq.session.server.ServerSession` (with T2 = the kernel RX stamp of the packet,
+mapped onto the served timescale), and the session's actions back out: an answer gets T3 written
+into the plaintext of the packet that carries it right before aioquic encrypts it
+(`tsq.quic.driver.PacketStamper`), plus the measured stamp-to-wire residual. Stream mode and
+datagram mode share one port. Any exception while handling a packet is counted and contained; it
+never stops the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import logging
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
-from aioquic._buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.connection import NetworkAddress, QuicConnection
-from aioquic.quic.packet import (
-    QuicPacketType,
-    encode_quic_version_negotiation,
-    pull_quic_header,
-)
+from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation
 
 from tsq import clock, wire
-from tsq.auth import Signer
-from tsq.quic.transport import (
-    XLEAVE_REQUEST_KEY,
-    XLEAVE_RESPONSE_KEY,
-    Address,
-    PacketStamper,
-    UdpEndpoint,
-    open_udp_socket,
+from tsq.quic import compat
+from tsq.quic.driver import QuicDriver
+from tsq.quic.transport import Address, UdpEndpoint, open_udp_socket
+from tsq.quic.trust import server_configuration
+from tsq.session.server import (
+    ERR_RATE_LIMITED,
+    Action,
+    Answer,
+    CloseConnection,
+    RateLimiter,
+    SendError,
+    ServerPolicy,
+    ServerSession,
+    ServerStats,
+    StampPath,
+    StopStream,
+    stamp_paths,
 )
-from tsq.quic.trust import ALPN_LEGACY, ALPN_PROTOCOLS, server_configuration
 
 log = logging.getLogger("tsq.server")
 
-MAX_REQUEST_BYTES = 4096  # a TSQ request is a few hundred bytes; more on a stream is abuse
-ERR_RATE_LIMITED = 4  # beyond the draft's 1-3; clients treat any Error TLV as a failed exchange
-_MIN_DATAGRAM_FOR_NEW = 1200  # RFC 9000 §14.1: Initial datagrams are at least 1200 bytes
+# RFC 9000 §14.1: Initial datagrams are at least 1200 bytes; §6.1: no Version Negotiation in
+# answer to a smaller datagram (it would be a reflection amplifier).
+_MIN_DATAGRAM_FOR_NEW = 1200
 
 
 class ServedClock:
@@ -114,8 +118,8 @@ class ServerConfig:
     clock: str = "realtime"
     clock_offset_ns: int = 0
     datagrams: bool = True
-    legacy_alpn: bool = True
-    signer: Optional[Signer] = None
+    legacy_alpn: bool = False          # also accept `tsq/1` (draft §7 wants exactly `tsq`): opt-in
+    signer: Optional[wire.Signer] = None
     metadata: Tuple[Tuple[str, str], ...] = ()
     time_source: Optional[wire.TimeSourceInfo] = None
     clock_quality: Optional[wire.ClockQuality] = None
@@ -131,78 +135,33 @@ class ServerConfig:
     reuse_port: bool = False
     idle_timeout_s: float = 300.0
 
-
-class ResidualEstimator:
-    """The minimum of the last `size` stamp-to-wire residuals (kernel TX time minus T3 as stamped)."""
-
-    def __init__(self, size: int = 63, warm: int = 16) -> None:
-        self._values: Deque[int] = collections.deque(maxlen=size)
-        self._warm = warm
-        self.margin_ns = 2_000  # the minimum of 63 is not the minimum of the next one
-        self.estimate_ns = 0
-
-    def add(self, residual_ns: int) -> None:
-        if not 0 <= residual_ns < 10_000_000:  # a descheduled sender is not the stamp-to-wire path
-            return
-        self._values.append(residual_ns)
-        # The minimum, not the median: T3 must not land after the real departure, or short
-        # loopback round trips come out negative (draft §6.6 rejects those). What is left is
-        # one-sided (T3 early by residual - minimum); the interleaved report removes it.
-        if len(self._values) >= self._warm:  # early samples are slow (cold code): wait
-            self.estimate_ns = max(0, min(self._values) - self.margin_ns)
-
-
-@dataclass
-class ServerStats:
-    connections_opened: int = 0
-    connections_refused: int = 0
-    requests_datagram: int = 0
-    requests_stream: int = 0
-    errors_sent: int = 0
-    dropped: int = 0
-    rate_limited: int = 0
-    handler_failures: int = 0
-
-    def snapshot(self) -> Dict[str, int]:
-        return dict(self.__dict__)
+    def policy(self) -> ServerPolicy:
+        return ServerPolicy(
+            signer=self.signer, metadata=self.metadata, time_source=self.time_source,
+            clock_quality=self.clock_quality, precision=self.precision, legacy_alpn=self.legacy_alpn,
+            late_stamps=self.kernel_stamps, compensate=self.compensate)
 
 
 @dataclass
 class _Conn:
     quic: QuicConnection
+    driver: QuicDriver
+    session: ServerSession
     addr: NetworkAddress
     source: str
-    stamper: PacketStamper
     cids: Set[bytes] = field(default_factory=set)
-    timer: Optional[asyncio.TimerHandle] = None
-    timer_at: Optional[float] = None
-    alpn: Optional[str] = None
-    streams: Dict[int, bytearray] = field(default_factory=dict)
-    last_tx: Optional[Tuple[bytes, int]] = None  # (nonce, served ns of kernel TX) of last response
     closed: bool = False
-
-
-class _Bucket:
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.tokens = burst
-        self.stamp = now
-        self.rate = rate
-        self.burst = burst
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class TsqServer:
     """A TSQ server on one UDP socket. `await start()`, then it serves until `close()`."""
 
+    session_class: Type[ServerSession] = ServerSession
+
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.policy = config.policy()
+        self.policy.check()
         self.served = ServedClock(config.clock, config.clock_offset_ns)
         self.quic_config = server_configuration(
             config.cert_pem, config.key_pem, datagrams=config.datagrams,
@@ -211,15 +170,16 @@ class TsqServer:
         self.stats = ServerStats()
         # By (signed, datagram): each path from stamp to wire has its own minimum; a stream answer
         # can leave faster than the datagram minimum, and T3 must never land after the departure.
-        self.residual = {(sg, dg): ResidualEstimator() for sg in (False, True) for dg in (False, True)}
+        self.residual = stamp_paths()
+        self.limiter = RateLimiter(config.rate_per_source, config.rate_burst, 4 * config.max_connections)
         self._conns: Dict[bytes, _Conn] = {}
-        self._per_source: Dict[str, int] = collections.defaultdict(int)
-        self._buckets: Dict[str, _Bucket] = {}
-        self._pending_tx: Dict[int, Tuple[_Conn, bytes, int, Tuple[bool, bool]]] = {}
+        self._per_source: Dict[str, int] = {}
+        self._pending_tx: Dict[int, Tuple[_Conn, bytes, int, StampPath]] = {}
         self._endpoint: Optional[UdpEndpoint] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stats_task: Optional[asyncio.Task[None]] = None
         self.address: Tuple[Any, ...] = ()
+        self.capabilities = compat.capabilities()
 
     # ---------------------------------------------------------------------------- lifecycle
     async def start(self, sock: Optional[socket.socket] = None) -> None:
@@ -247,7 +207,7 @@ class TsqServer:
         """Close every connection (CONNECTION_CLOSE is sent) and the socket."""
         for conn in list({id(c): c for c in self._conns.values()}.values()):
             conn.quic.close(reason_phrase="server shutting down")
-            self._flush(conn)
+            conn.driver.flush()
             self._forget(conn)
         if self._stats_task is not None:
             self._stats_task.cancel()
@@ -289,21 +249,20 @@ class TsqServer:
         assert self._endpoint is not None and self._loop is not None
         if rx_realtime is None:
             rx_realtime = clock.realtime_ns()  # user-space stamp: the straightforward approach
-        buf = Buffer(data=data)
-        try:
-            header = pull_quic_header(buf, host_cid_length=self.quic_config.connection_id_length)
-        except ValueError:
+        header = compat.parse_header(data, self.quic_config.connection_id_length)
+        if header is None:
             return
         versions = self.quic_config.supported_versions
         if (header.packet_type != QuicPacketType.VERSION_NEGOTIATION and header.version is not None
                 and header.version not in versions):
-            self._endpoint.send(
-                encode_quic_version_negotiation(
-                    source_cid=header.destination_cid, destination_cid=header.source_cid,
-                    supported_versions=versions,
-                ),
-                addr,
-            )
+            if len(data) >= _MIN_DATAGRAM_FOR_NEW:
+                self._endpoint.send(
+                    encode_quic_version_negotiation(
+                        source_cid=header.destination_cid, destination_cid=header.source_cid,
+                        supported_versions=versions,
+                    ),
+                    addr,
+                )
             return
         conn = self._conns.get(header.destination_cid)
         if conn is None:
@@ -313,24 +272,36 @@ class TsqServer:
             if conn is None:
                 return
         conn.addr = addr
+        conn.driver.addr = addr
         conn.quic.receive_datagram(data, addr, now=self._loop.time())
-        self._process_events(conn, rx_realtime)
-        self._flush(conn)
+        self._process_events(conn, self.served.from_realtime(rx_realtime))
+        if not conn.closed:
+            conn.driver.flush()
 
     def _new_connection(self, addr: Address, original_cid: bytes) -> Optional[_Conn]:
+        assert self._endpoint is not None
         source = str(addr[0])
         if (self.connection_count >= self.config.max_connections
-                or self._per_source[source] >= self.config.max_connections_per_source):
+                or self._per_source.get(source, 0) >= self.config.max_connections_per_source):
             self.stats.connections_refused += 1
             return None
         quic = QuicConnection(configuration=self.quic_config,
                               original_destination_connection_id=original_cid)
-        conn = _Conn(quic=quic, addr=addr, source=source, stamper=PacketStamper(quic))
+        session = self.session_class(self.policy, self.stats, self.residual, source, self.limiter)
+        holder: List[_Conn] = []
+
+        def on_timer() -> None:
+            if holder:
+                self._process_events(holder[0], self.served.from_realtime(clock.realtime_ns()))
+
+        driver = QuicDriver(quic, self._endpoint, on_timer, addr)
+        conn = _Conn(quic=quic, driver=driver, session=session, addr=addr, source=source)
+        holder.append(conn)
         conn.cids.add(quic.host_cid)
         conn.cids.add(original_cid)
         self._conns[quic.host_cid] = conn
         self._conns[original_cid] = conn
-        self._per_source[source] += 1
+        self._per_source[source] = self._per_source.get(source, 0) + 1
         self.stats.connections_opened += 1
         return conn
 
@@ -341,25 +312,28 @@ class TsqServer:
         for cid in conn.cids:
             if self._conns.get(cid) is conn:
                 del self._conns[cid]
-        self._per_source[conn.source] -= 1
+        self._per_source[conn.source] = self._per_source.get(conn.source, 1) - 1
         if self._per_source[conn.source] <= 0:
             self._per_source.pop(conn.source, None)
-        if conn.timer is not None:
-            conn.timer.cancel()
+        conn.driver.close()
+        for key in [k for k, v in self._pending_tx.items() if v[0] is conn]:
+            del self._pending_tx[key]
 
-    def _process_events(self, conn: _Conn, rx_realtime: int) -> None:
-        while True:
+    def _process_events(self, conn: _Conn, t2_unix: int) -> None:
+        """Feed the connection's events to its session; act on what the session asks for."""
+        assert self._loop is not None
+        session = conn.session
+        while not conn.closed:
             event = conn.quic.next_event()
             if event is None:
-                return
+                break
+            actions: List[Action] = []
             if isinstance(event, events.DatagramFrameReceived):
-                self._request(conn, event.data, rx_realtime, stream_id=None)
+                actions = session.datagram_received(event.data, t2_unix, self._loop.time())
             elif isinstance(event, events.StreamDataReceived):
-                self._stream_data(conn, event, rx_realtime)
+                actions = session.stream_data(event.stream_id, event.data, event.end_stream, t2_unix)
             elif isinstance(event, events.HandshakeCompleted):
-                conn.alpn = event.alpn_protocol
-                if conn.alpn not in ALPN_PROTOCOLS:
-                    conn.quic.close(error_code=0x178, reason_phrase="ALPN tsq required")
+                actions = session.handshake_completed(event.alpn_protocol)
             elif isinstance(event, events.ConnectionIdIssued):
                 conn.cids.add(event.connection_id)
                 self._conns[event.connection_id] = conn
@@ -368,173 +342,66 @@ class TsqServer:
                 if self._conns.get(event.connection_id) is conn:
                     del self._conns[event.connection_id]
             elif isinstance(event, events.StreamReset):
-                conn.streams.pop(event.stream_id, None)
+                session.stream_reset(event.stream_id)
             elif isinstance(event, events.ConnectionTerminated):
                 self._forget(conn)
+            self._act(conn, actions)
+        if not conn.closed:
+            self._act(conn, session.packet_done(self._loop.time()))
 
-    def _stream_data(self, conn: _Conn, event: events.StreamDataReceived, rx_realtime: int) -> None:
-        if event.stream_id % 4 != 0:  # only client-initiated bidirectional streams carry requests
-            return
-        pending = conn.streams.setdefault(event.stream_id, bytearray())
-        pending += event.data
-        if len(pending) > MAX_REQUEST_BYTES:
-            conn.streams.pop(event.stream_id, None)
-            self._send_error(conn, event.stream_id, wire.ERR_MALFORMED, "request too long")
-            return
-        if event.end_stream:
-            data = bytes(conn.streams.pop(event.stream_id))
-            self._request(conn, data, rx_realtime, stream_id=event.stream_id)
+    # ---------------------------------------------------------------------------- actions out
+    def _act(self, conn: _Conn, actions: List[Action]) -> None:
+        for action in actions:
+            try:
+                if isinstance(action, Answer):
+                    self._answer(conn, action)
+                elif isinstance(action, SendError):
+                    conn.quic.send_stream_data(action.stream_id, action.payload, end_stream=True)
+                elif isinstance(action, StopStream):
+                    conn.quic.stop_stream(action.stream_id, action.error_code)
+                elif isinstance(action, CloseConnection):
+                    conn.quic.close(error_code=action.error_code, reason_phrase=action.reason)
+            except Exception:  # a bug here answers one request badly; it never stops the server
+                self.stats.handler_failures += 1
+                log.exception("request handler failed")
 
-    # ---------------------------------------------------------------------------- requests
-    def _request(self, conn: _Conn, data: bytes, rx_realtime: int, stream_id: Optional[int]) -> None:
-        if conn.alpn not in ALPN_PROTOCOLS:
-            return
-        if stream_id is None:
-            self.stats.requests_datagram += 1
-        else:
-            self.stats.requests_stream += 1
-        assert self._loop is not None
-        bucket = self._buckets.get(conn.source)
-        now = self._loop.time()
-        if bucket is None:
-            bucket = self._buckets[conn.source] = _Bucket(
-                self.config.rate_per_source, self.config.rate_burst, now)
-            if len(self._buckets) > 4 * self.config.max_connections:
-                self._buckets.clear()  # bounded memory; forgetting a bucket only forgives
-        if not bucket.take(now):
-            self.stats.rate_limited += 1
-            if stream_id is not None:
-                self._send_error(conn, stream_id, ERR_RATE_LIMITED, "rate limited")
-            return
-        try:
-            self._answer(conn, data, rx_realtime, stream_id)
-        except wire.WireError as exc:
-            self._reject(conn, stream_id, wire.ERR_MALFORMED, str(exc))
-        except Exception as exc:  # a bug here answers one request badly; it never stops the server
-            self.stats.handler_failures += 1
-            log.exception("request handler failed")
-            self._reject(conn, stream_id, wire.ERR_MALFORMED, f"server error: {type(exc).__name__}")
-
-    def _reject(self, conn: _Conn, stream_id: Optional[int], code: int, reason: str) -> None:
-        if stream_id is None:
-            self.stats.dropped += 1  # draft §6.6: silent discard in Datagram Mode
-        else:
-            self._send_error(conn, stream_id, code, reason)
-
-    def _send_error(self, conn: _Conn, stream_id: int, code: int, reason: str) -> None:
-        self.stats.errors_sent += 1
-        payload = wire.encode_error(code, reason.encode("utf-8")[: wire.MAX_REASON_BYTES].decode(
-            "utf-8", "ignore"))
-        conn.quic.send_stream_data(stream_id, payload, end_stream=True)
-
-    def build_response(self, conn: _Conn, req: wire.Request, t2_unix: int,
-                       request_size: int) -> wire.ResponseBuilder:
-        """The response with T3 still zero. Legacy `tsq/1` peers get TLVs 1-3 only."""
-        t2 = clock.unix_ns_to_ntp64(t2_unix)
-        if conn.alpn == ALPN_LEGACY:
-            return wire.ResponseBuilder(wire.Request(nonce=req.nonce), t2)
-        cfg = self.config
-        metadata: List[Tuple[str, str]] = list(cfg.metadata) if req.metadata_query else []
-        if conn.last_tx is not None and (XLEAVE_REQUEST_KEY, "1") in req.metadata:
-            nonce, tx_unix = conn.last_tx
-            metadata.append((XLEAVE_RESPONSE_KEY,
-                             f"{nonce.hex()}:{clock.unix_ns_to_ntp64(tx_unix):016x}"))
-        precision = req.precision and cfg.precision
-        if req.precision and not cfg.precision:
-            req = wire.Request(nonce=req.nonce, signature_request=req.signature_request,
-                               metadata_query=req.metadata_query, metadata=req.metadata)
-        return wire.ResponseBuilder(
-            req, t2,
-            clock_quality=cfg.clock_quality, time_source=cfg.time_source, metadata=metadata,
-            signer=cfg.signer if req.signature_request else None,
-            pad_to=request_size if precision else None,
-        )
-
-    def _answer(self, conn: _Conn, data: bytes, rx_realtime: int, stream_id: Optional[int]) -> None:
-        req = wire.decode_request(data)
-        if stream_id is None and conn.alpn == ALPN_LEGACY:
-            raise wire.WireError("datagrams are not part of tsq/1")
-        if req.signature_request and self.config.signer is None and conn.alpn != ALPN_LEGACY:
-            self._reject(conn, stream_id, wire.ERR_AUTH_REQUIRED, "this server does not sign")
-            return
-        builder = self.build_response(conn, req, self.served.from_realtime(rx_realtime), len(data))
-        signed = req.signature_request and self.config.signer is not None and conn.alpn != ALPN_LEGACY
-        path = (bool(signed), stream_id is None)
-        comp = self.residual[path].estimate_ns if self.config.compensate else 0
+    def _answer(self, conn: _Conn, plan: Answer) -> None:
+        builder = plan.builder
+        comp = plan.compensation_ns
         add_ns = self.served.add_ns + comp
         # Stamp now (the fallback, and the value a signature covers); re-stamp in the packet later.
         first = clock.stamp_ntp64(builder.buffer, builder.send_ts_offset, self.served.clock_id, add_ns)
         payload = builder.finish()
         needle = bytes(builder.buffer[: builder.send_ts_offset])
-        late = self.config.kernel_stamps and not signed
 
         def stamp(buf: bytearray, offset: int) -> int:
             return clock.stamp_ntp64(buf, offset, self.served.clock_id, add_ns) - comp
 
-        conn.stamper.arm(needle, builder.send_ts_offset, stamp if late else None)
-        if stream_id is None:
+        stamper = conn.driver.stamper
+        stamper.arm(needle, builder.send_ts_offset, stamp if plan.late else None)
+        if plan.stream_id is None:
             conn.quic.send_datagram_frame(payload)
         else:
-            conn.quic.send_stream_data(stream_id, payload, end_stream=True)
-        self._flush(conn, track=(req.nonce, path, first - comp))
-        conn.stamper.disarm()
-
-    # ---------------------------------------------------------------------------- packets out
-    def _flush(self, conn: _Conn, track: Optional[Tuple[bytes, Tuple[bool, bool], int]] = None) -> None:
-        assert self._endpoint is not None and self._loop is not None
-        stamper = conn.stamper
-        datagrams = conn.quic.datagrams_to_send(now=self._loop.time())
-        hit = -1
-        if track is not None and stamper.hit_packet >= 0:
-            hit = stamper.hit_packet + len(datagrams) - stamper.packets
+            conn.quic.send_stream_data(plan.stream_id, payload, end_stream=True)
+        flushed = conn.driver.flush(marked=True)
         stamped = stamper.stamped_realtime_ns
-        for index, (payload, addr) in enumerate(datagrams):
-            key = self._endpoint.send(payload, addr)
-            if index == hit and key is not None and track is not None:
-                if stamped is None:
-                    stamped = track[2]  # T3 as first stamped (signed or no late hook)
-                self._pending_tx[key] = (conn, track[0], stamped, track[1])
-        if self._pending_tx:
-            self._endpoint.drain_tx_stamps()
+        stamper.disarm()
+        if flushed is not None and flushed.found and flushed.tx_key is not None:
+            if stamped is None:
+                stamped = first - comp  # T3 as first stamped (signed, or no late hook)
+            self._pending_tx[flushed.tx_key] = (conn, plan.nonce, stamped, plan.path)
             if len(self._pending_tx) > 1024:
                 self._pending_tx.clear()
-        self._arm_timer(conn)
+            assert self._endpoint is not None
+            self._endpoint.drain_tx_stamps()
 
     def _on_tx_stamp(self, key: int, tx_realtime: int) -> None:
         entry = self._pending_tx.pop(key, None)
         if entry is None:
             return
         conn, nonce, stamped_unix, path = entry
-        tx_served = self.served.from_realtime(tx_realtime)
-        self.residual[path].add(tx_served - stamped_unix)
-        conn.last_tx = (nonce, tx_served)
-
-    def _arm_timer(self, conn: _Conn) -> None:
-        assert self._loop is not None
-        if conn.closed:
-            return
-        at = conn.quic.get_timer()
-        if at == conn.timer_at and conn.timer is not None:
-            return
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
-        conn.timer_at = at
-        if at is not None:
-            conn.timer = self._loop.call_at(at, self._on_timer, conn)
-
-    def _on_timer(self, conn: _Conn) -> None:
-        assert self._loop is not None
-        conn.timer = None
-        conn.timer_at = None
-        try:
-            conn.quic.handle_timer(now=self._loop.time())
-            self._process_events(conn, clock.realtime_ns())
-            if not conn.closed:
-                self._flush(conn)
-        except Exception:
-            self.stats.handler_failures += 1
-            log.exception("timer handling failed")
+        if not conn.closed:
+            conn.session.response_sent(nonce, path, stamped_unix, self.served.from_realtime(tx_realtime))
 
 
 class ServerThread:
@@ -616,8 +483,6 @@ def load_pem_pair(cert_path: str, key_path: str) -> Tuple[bytes, bytes]:
 
 __all__ = [
     "ERR_RATE_LIMITED",
-    "XLEAVE_REQUEST_KEY",
-    "XLEAVE_RESPONSE_KEY",
     "ServedClock",
     "ServerConfig",
     "ServerStats",

@@ -48,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--clock-tag", default="", help="Clock Quality: source class tag")
     p.add_argument("--no-precision", action="store_true", help="do not acknowledge Precision Mode")
     p.add_argument("--no-datagrams", action="store_true", help="do not enable QUIC DATAGRAM frames")
-    p.add_argument("--no-legacy-alpn", action="store_true", help="accept only ALPN 'tsq', not 'tsq/1'")
+    p.add_argument("--legacy-alpn", action="store_true",
+                   help="also accept ALPN 'tsq/1' (the implementation deployed in the wild: streams, "
+                        "TLVs 1-3 only); draft §7 wants exactly 'tsq', so this is off by default")
     p.add_argument("--max-connections", type=int, default=10_000)
     p.add_argument("--max-connections-per-source", type=int, default=32)
     p.add_argument("--rate-per-source", type=float, default=200.0, metavar="REQ_PER_S")
@@ -98,7 +100,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         cert_pem=cert_pem, key_pem=key_pem, host=host, port=port, clock=args.clock,
         clock_offset_ns=round(args.clock_offset * 1e9), datagrams=not args.no_datagrams,
-        legacy_alpn=not args.no_legacy_alpn, signer=signer, metadata=_metadata(args.metadata),
+        legacy_alpn=args.legacy_alpn, signer=signer, metadata=_metadata(args.metadata),
         time_source=time_source, clock_quality=quality, precision=not args.no_precision,
         kernel_stamps=not args.user_stamps, compensate=not args.no_compensate,
         max_connections=args.max_connections,

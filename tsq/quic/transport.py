@@ -1,15 +1,9 @@
-"""The UDP edge under aioquic's sans-IO `QuicConnection`: kernel RX/TX timestamps, late T3 stamping.
+"""The UDP edge under aioquic's sans-IO `QuicConnection`: kernel RX/TX timestamps.
 
 aioquic's own asyncio transport reads with `recvfrom` and loses the kernel timestamps. Here we own
 the socket: every datagram is read with `recvmsg` and handed on with its kernel RX time converted to
 raw ns (T2 on the server, T4 on the client); every datagram sent gets an `SO_TIMESTAMPING` TX key so
 its kernel TX time can be matched later (T1 on the client, the server's stamp-to-wire residual).
-
-`PacketStamper` wraps the 1-RTT `CryptoPair.encrypt_packet` of one connection so a TSQ message can
-be found in the plaintext of the packet that carries it right before encryption: the server writes
-T3 there (the last moment the bytes can still change), the client learns which datagram carried its
-request. It relies on aioquic internals (`_cryptos`); when they are not there it does nothing and the
-callers fall back to stamping before the packet is built.
 """
 
 from __future__ import annotations
@@ -19,16 +13,7 @@ import contextlib
 import socket
 from typing import Any, Callable, Optional, Tuple
 
-from aioquic import tls
-from aioquic.quic.connection import QuicConnection
-
 from tsq import clock
-
-# Interleaved T3 (like NTP's interleaved mode), carried in Metadata pairs: a client that sends
-# `xleave=1` gets `xleave-tx=NONCEHEX:NTP64HEX`, the kernel TX time of the previous response on the
-# connection. Other clients never see it (and would ignore the unknown key).
-XLEAVE_REQUEST_KEY = "xleave"
-XLEAVE_RESPONSE_KEY = "xleave-tx"
 
 Address = Tuple[Any, ...]
 # (data, address, rx raw ns, rx realtime ns or None when the kernel gave no stamp)
@@ -148,69 +133,3 @@ def open_udp_socket(host: str, port: int, *, reuse_port: bool = False) -> socket
         sock.close()
         raise
     return sock
-
-
-class PacketStamper:
-    """Finds a marked TSQ message inside the next 1-RTT packet aioquic encrypts, and optionally
-    stamps T3 into it just before encryption.
-
-    Use: `arm(needle, t3_offset, stamp)` before `datagrams_to_send()`; `needle` is a unique prefix
-    of the message (it starts with the nonce TLV). After the flush, `hit_packet` is the index among
-    the 1-RTT packets built in that flush of the one that carried it (-1 if not found) and
-    `stamped_realtime_ns` what `stamp` returned.
-    """
-
-    def __init__(self, conn: QuicConnection) -> None:
-        self._conn = conn
-        self._wrapped: Any = None
-        self._needle = b""
-        self._t3_at = -1
-        self._stamp: Optional[Callable[[bytearray, int], int]] = None
-        self.packets = 0
-        self.hit_packet = -1
-        self.stamped_realtime_ns: Optional[int] = None
-
-    def _install(self) -> bool:
-        cryptos = getattr(self._conn, "_cryptos", None)
-        pair = cryptos.get(tls.Epoch.ONE_RTT) if isinstance(cryptos, dict) else None
-        if pair is None or not hasattr(pair, "encrypt_packet"):
-            return False
-        if pair is self._wrapped:
-            return True
-        original = pair.encrypt_packet
-
-        def encrypt_packet(plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
-            if self._needle:
-                at = plain_payload.find(self._needle)
-                if at >= 0:
-                    self.hit_packet = self.packets
-                    self._needle = b""
-                    if self._stamp is not None and self._t3_at >= 0:
-                        payload = bytearray(plain_payload)
-                        self.stamped_realtime_ns = self._stamp(payload, at + self._t3_at)
-                        plain_payload = bytes(payload)
-            self.packets += 1
-            return original(plain_header, plain_payload, packet_number)  # type: ignore[no-any-return]
-
-        pair.encrypt_packet = encrypt_packet
-        self._wrapped = pair
-        return True
-
-    def arm(
-        self, needle: bytes, t3_offset: int = -1, stamp: Optional[Callable[[bytearray, int], int]] = None
-    ) -> bool:
-        """Watch for `needle` in the next flush; False when the hook cannot be installed."""
-        self.packets = 0
-        self.hit_packet = -1
-        self.stamped_realtime_ns = None
-        if not self._install():
-            self._needle = b""
-            return False
-        self._needle = needle
-        self._t3_at = t3_offset
-        self._stamp = stamp
-        return True
-
-    def disarm(self) -> None:
-        self._needle = b""
-        self._stamp = None

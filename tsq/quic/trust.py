@@ -15,9 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-ALPN_TSQ = "tsq"
-ALPN_LEGACY = "tsq/1"  # the implementation deployed in the wild: streams only, TLVs 1-3
-ALPN_PROTOCOLS = [ALPN_TSQ, ALPN_LEGACY]
+from tsq.session.alpn import ALPN_LEGACY, ALPN_TSQ, offered
+
+__all__ = ["ALPN_LEGACY", "ALPN_TSQ", "DATAGRAM_FRAME_SIZE", "TrustError", "check_pin",
+           "client_configuration", "generate_self_signed", "load_certificate", "normalise_pin",
+           "server_configuration", "spki_pin", "spki_pin_pem"]
 DATAGRAM_FRAME_SIZE = 1200  # RFC 9221 max_datagram_frame_size we advertise
 
 
@@ -101,13 +103,14 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def server_configuration(
-    cert_pem: bytes, key_pem: bytes, *, datagrams: bool = True, legacy_alpn: bool = True,
+    cert_pem: bytes, key_pem: bytes, *, datagrams: bool = True, legacy_alpn: bool = False,
     idle_timeout: float = 300.0,
 ) -> QuicConfiguration:
-    """QUIC server configuration: ALPN `tsq` (and `tsq/1`), RFC 9221 datagrams unless disabled."""
+    """QUIC server configuration: ALPN `tsq` (and `tsq/1` when asked), RFC 9221 datagrams unless
+    disabled."""
     config = QuicConfiguration(
         is_client=False,
-        alpn_protocols=list(ALPN_PROTOCOLS if legacy_alpn else [ALPN_TSQ]),
+        alpn_protocols=offered(legacy_alpn),
         max_datagram_frame_size=DATAGRAM_FRAME_SIZE if datagrams else None,
         idle_timeout=idle_timeout,
     )
@@ -120,7 +123,7 @@ def server_configuration(
 
 def client_configuration(
     server_name: str, *, ca: Optional[str] = None, pin: Optional[str] = None,
-    insecure: bool = False, datagrams: bool = True, alpn: Sequence[str] = ALPN_PROTOCOLS,
+    insecure: bool = False, datagrams: bool = True, alpn: Sequence[str] = (ALPN_TSQ,),
     idle_timeout: float = 300.0,
 ) -> QuicConfiguration:
     """QUIC client configuration: system CAs by default, `ca` file, or pin/insecure (no CA check).
