@@ -82,7 +82,7 @@ def _figures(mags: List[int]) -> str:
 # ------------------------------------------------------------------------------------------ TSQ
 async def _tsq_series(server: str, ca: str, workdir: str, seconds: float) -> Tuple[Series, int, int]:
     """The model's error against CLOCK_REALTIME over `seconds`; also (readings, synchronised)."""
-    from tsq.sync.daemon import SyncConfig, SyncRunner
+    from tsq.gateway.runner import SyncConfig, SyncRunner
 
     runner = SyncRunner(SyncConfig(servers=[server], ca=ca, minpoll=0, maxpoll=0, quiet=True,
                                    control_path=os.path.join(workdir, "control.sock")))

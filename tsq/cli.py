@@ -17,8 +17,8 @@ from tsq import __version__
 COMMANDS: list[tuple[str, str]] = [
     ("server", "tsq.quic.server_cli"),
     ("query", "tsq.quic.query"),
-    ("sync", "tsq.sync.daemon"),
-    ("status", "tsq.sync.status"),
+    ("sync", "tsq.gateway.sync_cli"),
+    ("status", "tsq.gateway.status_cli"),
     ("bridge", "tsq.bridge.cli"),
     ("report", "tsq.report"),
     ("demo", "tsq.demo"),

@@ -11,6 +11,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from tsq._kerneltime import (
+    KernelClockStatus,
+    Timex,
+    adjtimex_function,
+    leap_from_status,
+    read_kernel_status,
+)
 from tsq._pyclock import (
     CLOCK_BOOTTIME,
     CLOCK_MONOTONIC_RAW,
@@ -111,20 +118,25 @@ __all__ = [
     "NTP_UNIX_OFFSET_S",
     "ClockError",
     "Correlation",
+    "KernelClockStatus",
     "PhcClock",
     "PpsDevice",
     "PpsEvent",
     "PpsTimeout",
     "RealtimeToRaw",
     "TimestampConfig",
+    "Timex",
     "TxTimestamp",
+    "adjtimex_function",
     "clock_ns",
     "correlate",
     "enable_timestamps",
     "fd_to_clockid",
     "ioctl_numbers",
+    "leap_from_status",
     "ntp64_to_unix_ns",
     "raw_ns",
+    "read_kernel_status",
     "read_ntp64",
     "read_tx_timestamps",
     "realtime_ns",

@@ -17,7 +17,7 @@ from typing import Any, Callable, List
 import pytest
 
 from tsq.bridge.service import Bridge, BridgeConfig
-from tsq.sync.systemmodel import SystemClockModel
+from tsq.gateway.systemmodel import SystemClockModel
 from tsq.testing.firmware import FirmwareError, SimulatedDevice, build_host_firmware
 
 try:

@@ -18,7 +18,7 @@ import pytest
 
 from tsq.bridge import nmea
 from tsq.bridge.service import Bridge, BridgeConfig
-from tsq.sync.systemmodel import SystemClockModel
+from tsq.gateway.systemmodel import SystemClockModel
 
 
 def test_sentences_start_at_top_of_second() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from tsq.bridge.device import DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
-from tsq.sync.systemmodel import SystemClockModel
+from tsq.gateway.systemmodel import SystemClockModel
 from tsq.testing.standin_device import StandInDevice
 
 

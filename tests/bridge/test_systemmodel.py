@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tsq.sync.systemmodel import SystemClockModel, read_kernel_status
+from tsq.gateway.systemmodel import SystemClockModel, read_kernel_status
 
 
 def test_kernel_status_reads() -> None:

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tsq.sync.config import ConfigError, load_config, parse_config
-from tsq.sync.daemon import SyncConfig, add_parser, config_from_args
+from tsq.gateway.config import ConfigError, load_config, parse_config
+from tsq.gateway.runner import SyncConfig
+from tsq.gateway.sync_cli import add_parser, config_from_args
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "tsq-sync.toml")
 
@@ -102,7 +103,7 @@ def test_parse_config_total(text: str) -> None:
                                  st.lists(st.text(max_size=3), max_size=2),
                                  st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))))
 def test_config_from_structures_total(doc: dict[str, Any]) -> None:
-    from tsq.sync.config import config_from_mapping
+    from tsq.gateway.config import config_from_mapping
 
     with contextlib.suppress(ConfigError):
         config_from_mapping(doc)

@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
-from tsq.sync.control import ControlError, ControlServer, query_status
-from tsq.sync.status import render, summary_line
+from tsq.gateway.control import ControlError, ControlServer, query_status
+from tsq.gateway.status_cli import render, summary_line
 from tsq.testing.daemon import subprocess_env
 
 STATUS: Dict[str, Any] = {

@@ -14,7 +14,7 @@ import sys
 from typing import Any, Optional, Sequence, Tuple
 
 from tsq.bridge.service import Bridge, BridgeConfig, model_status
-from tsq.sync.control import ControlServer, default_control_path
+from tsq.gateway.control import ControlServer, default_control_path
 from tsq.tasks import cancel_and_wait
 
 NO_SOURCE_ERROR = (
@@ -116,7 +116,7 @@ async def _main(args: argparse.Namespace, config: BridgeConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[Any]] = []
     if args.server:
-        from tsq.sync.daemon import SyncConfig, SyncRunner
+        from tsq.gateway.runner import SyncConfig, SyncRunner
 
         runner = SyncRunner(SyncConfig(
             servers=list(args.server), ca=args.ca, pin=args.pin, insecure=args.insecure,
@@ -126,7 +126,7 @@ async def _main(args: argparse.Namespace, config: BridgeConfig) -> int:
         runner.add_status_provider("devices", bridge.status)
         tasks.append(asyncio.create_task(runner.run()))
     else:
-        from tsq.sync.systemmodel import SystemClockModel
+        from tsq.gateway.systemmodel import SystemClockModel
 
         model = SystemClockModel(assume_bound_ns=args.assume_bound)
         bridge = Bridge(config, model)

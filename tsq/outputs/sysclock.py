@@ -13,18 +13,16 @@ at construction with a clear message. Frequency: the kernel's frequency correcti
 model's UTC-vs-raw frequency, since CLOCK_MONOTONIC_RAW is the bare oscillator and CLOCK_REALTIME is
 that oscillator times (1 + kernel frequency).
 
-ABI: `struct timex` is declared with C `long` fields and called through glibc's plain `adjtimex`
-symbol, which on 32-bit systems is the 32-bit-time_t entry point whatever the distribution's default
-time_t: the layout and the symbol always agree (the `time` field, the only one affected by 2038, is
-only used by ADJ_SETOFFSET as a small offset here).
+`struct timex` and the adjtimex symbol (and their ABI notes) are tsq.clock's (tsq/_kerneltime.py).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from dataclasses import dataclass
 from typing import Any, Optional
+
+from tsq.clock import Timex, adjtimex_function
 
 CAP_SYS_TIME = 25
 
@@ -91,34 +89,6 @@ def has_cap_sys_time(status_text: Optional[str] = None) -> bool:
     return False
 
 
-class _Timeval(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
-
-
-class Timex(ctypes.Structure):
-    """struct timex (Linux/glibc, native `long` layout, with the kernel's trailing padding)."""
-
-    _fields_ = [
-        ("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-        ("constant", ctypes.c_long), ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
-        ("time", _Timeval), ("tick", ctypes.c_long), ("ppsfreq", ctypes.c_long),
-        ("jitter", ctypes.c_long), ("shift", ctypes.c_int), ("stabil", ctypes.c_long),
-        ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long), ("errcnt", ctypes.c_long),
-        ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int), ("_pad", ctypes.c_int * 11),
-    ]
-
-
-def _libc_adjtimex() -> Any:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        raise SysclockError("no C library found for adjtimex")
-    fn = ctypes.CDLL(name, use_errno=True).adjtimex
-    fn.argtypes = [ctypes.POINTER(Timex)]
-    fn.restype = ctypes.c_int
-    return fn
-
-
 def step_timex(amount_ns: int) -> Timex:
     """The timex of an ADJ_SETOFFSET|ADJ_NANO step by amount_ns (time.tv_usec holds ns)."""
     tx = Timex()
@@ -165,7 +135,9 @@ class SystemClockAdjuster:
                 raise SysclockError(
                     "--adjust-system needs CAP_SYS_TIME (run as root or grant it, e.g. systemd "
                     "AmbientCapabilities=CAP_SYS_TIME); use --dry-run to see what it would do")
-            self._adjtimex = _libc_adjtimex()
+            self._adjtimex = adjtimex_function()
+            if self._adjtimex is None:
+                raise SysclockError("no C library found for adjtimex")
 
     def _call(self, tx: Timex) -> None:
         if self._adjtimex(ctypes.byref(tx)) < 0:

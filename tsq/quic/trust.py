@@ -19,7 +19,7 @@ from tsq.session.alpn import ALPN_LEGACY, ALPN_TSQ, offered
 
 __all__ = ["ALPN_LEGACY", "ALPN_TSQ", "DATAGRAM_FRAME_SIZE", "TrustError", "check_pin",
            "client_configuration", "generate_self_signed", "load_certificate", "normalise_pin",
-           "server_configuration", "spki_pin", "spki_pin_pem"]
+           "san_entries", "server_configuration", "spki_pin", "spki_pin_pem"]
 DATAGRAM_FRAME_SIZE = 1200  # RFC 9221 max_datagram_frame_size we advertise
 
 
@@ -76,13 +76,13 @@ def generate_self_signed(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(san_entries(names)), critical=False)
         .sign(key, hashes.SHA256())
     )
     return _pem(cert), _key_pem(key)
 
 
-def _san(names: Sequence[str]) -> list[x509.GeneralName]:
+def san_entries(names: Sequence[str]) -> list[x509.GeneralName]:
     out: list[x509.GeneralName] = []
     for name in names:
         try:

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
-from tsq.sync.control import ControlError, query_status
+from tsq.gateway.control import ControlError, query_status
 from tsq.testing.certs import TestPki
 from tsq.testing.relay import Impairment
 

@@ -1,27 +1,30 @@
-"""`tsq sync`: the daemon around the sync engine, and the SyncRunner the bridge and `tsq demo` embed.
+"""The gateway's composition root: the sync engine, one TSQ client per server, logs, outputs and the
+control socket, on the running asyncio loop (`tsq sync`, the bridge and `tsq demo` run it).
 
-One persistent TsqClient per server, each polled when the engine says (`next_poll`); every exchange
-goes to the engine, every accepted sample and every model update to the field log; after each model
-update the outputs run (system clock discipline, chrony SOCK refclock) and a status line is printed.
-The control socket answers `tsq status`. SIGTERM/SIGINT end the daemon cleanly (logs flushed).
+One persistent TsqClient per server, each polled when its scheduler says (tsq.session.scheduler,
+which the simulator runs too); every exchange goes to the engine, every accepted sample and every
+model update to the field log; after each model update the outputs run (system clock discipline,
+chrony SOCK refclock) and a status line is printed. The control socket answers `tsq status`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import signal
-import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from tsq import clock
-from tsq.sync.config import ConfigError, load_config
-from tsq.sync.control import ControlError, ControlServer, default_control_path
+from tsq.fieldlog import GATEWAY_MODEL_FIELDS, GATEWAY_SAMPLE_FIELDS, FieldLog
+from tsq.gateway.control import ControlServer, default_control_path
+from tsq.gateway.status_cli import summary_line
+from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
+from tsq.outputs.refclock import RefclockOutput
+from tsq.outputs.sysclock import SysclockError, SystemClockAdjuster
+from tsq.quic.client import TsqClient, TsqError
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
-from tsq.sync.status import summary_line
+from tsq.sync.exchange import Exchange
 from tsq.tasks import cancel_and_wait
 from tsq.timefmt import utc_iso
 
@@ -84,10 +87,8 @@ class SyncRunner:
     def __init__(self, config: SyncConfig) -> None:
         if not config.servers:
             raise ValueError("no TSQ server given")
-        self.sysclock: Any = None
+        self.sysclock: Optional[SystemClockAdjuster] = None
         if config.adjust_system:
-            from tsq.outputs.sysclock import SystemClockAdjuster
-
             # Raises SysclockError without CAP_SYS_TIME (unless dry-run): refuse before starting.
             self.sysclock = SystemClockAdjuster(
                 makestep=config.makestep, makestep_limit=config.makestep_limit,
@@ -96,20 +97,16 @@ class SyncRunner:
         self.engine = Engine(minpoll=config.minpoll, maxpoll=config.maxpoll)
         self.model = self.engine.model
         self._providers: Dict[str, Callable[[], List[Dict[str, Any]]]] = {}
-        self._clients: Dict[str, Any] = {}
-        self._sample_log: Any = None
-        self._model_log: Any = None
+        self._clients: Dict[str, TsqClient] = {}
+        self._sample_log: Optional[FieldLog] = None
+        self._model_log: Optional[FieldLog] = None
         self._last_update_raw: Optional[int] = None
         self._last_update_real: Optional[int] = None
         self.updates = 0
         self.control_path = config.control_path or default_control_path()
-        self.refclock: Any = None
+        self.refclock: Optional[RefclockOutput] = None
         if config.refclock_sock:
-            from tsq.outputs.refclock import RefclockOutput
-
             self.refclock = RefclockOutput(config.refclock_sock, config.refclock_time_bits)
-        from tsq.quic.client import TsqClient
-
         for server in config.servers:
             client = TsqClient(server, ca=config.ca, pin=config.pin, insecure=config.insecure,
                                paired=config.paired, timeout_s=config.timeout_s,
@@ -175,19 +172,17 @@ class SyncRunner:
         """Serve the control socket, poll every server, log and drive the outputs until cancelled."""
         control = ControlServer(self.control_path, self.status)
         await control.start()
-        metrics_http: Any = None
+        metrics_http: Optional[MetricsHttpServer] = None
         try:
             self._open_logs()
             if self.config.metrics_port is not None:
-                from tsq.outputs.metrics import MetricsHttpServer
-
                 metrics_http = MetricsHttpServer(self.config.metrics_port, self.status)
                 await metrics_http.start()
             tasks = [asyncio.create_task(self._poll_loop(name, client), name=f"tsq-poll-{name}")
                      for name, client in self._clients.items()]
             tasks.append(asyncio.create_task(self._tick_loop(), name="tsq-outputs"))
             if self.refclock is not None:
-                tasks.append(asyncio.create_task(self._refclock_loop(), name="tsq-refclock"))
+                tasks.append(asyncio.create_task(self._refclock_loop(self.refclock), name="tsq-refclock"))
             try:
                 # gather raises the first task's unexpected error; cancellation ends all of them
                 await asyncio.gather(*tasks)
@@ -207,8 +202,6 @@ class SyncRunner:
     def _open_logs(self) -> None:
         if not self.config.log_dir:
             return
-        from tsq.fieldlog import GATEWAY_MODEL_FIELDS, GATEWAY_SAMPLE_FIELDS, FieldLog
-
         fs = self.config.fsync_interval_s
         self._sample_log = FieldLog(self.config.log_dir, "gateway-samples", GATEWAY_SAMPLE_FIELDS,
                                     fsync_interval_s=fs)
@@ -223,9 +216,7 @@ class SyncRunner:
                 lg.close()
         self._sample_log = self._model_log = None
 
-    async def _poll_loop(self, name: str, client: Any) -> None:
-        from tsq.quic.client import TsqError
-
+    async def _poll_loop(self, name: str, client: TsqClient) -> None:
         down = 0          # failures in a row that left the client without a connection
         while True:
             now = clock.raw_ns()
@@ -259,19 +250,17 @@ class SyncRunner:
         while True:
             self._update(clock.raw_ns())
             if self.config.metrics_file:
-                from tsq.outputs.metrics import render_metrics, write_metrics_file
-
                 try:
                     write_metrics_file(self.config.metrics_file, render_metrics(self.status()))
                 except OSError as exc:
                     log.warning("metrics file %s: %s", self.config.metrics_file, exc)
             await asyncio.sleep(OUTPUT_TICK_S)
 
-    async def _refclock_loop(self) -> None:
+    async def _refclock_loop(self, refclock: RefclockOutput) -> None:
         while True:
             raw, real = _instant()
             if self.model.state(raw) == "synchronised":
-                self.refclock.send(self.model, raw, real)
+                refclock.send(self.model, raw, real)
             await asyncio.sleep(REFCLOCK_INTERVAL_S)
 
     def _update(self, now_raw: int) -> None:
@@ -295,8 +284,6 @@ class SyncRunner:
             line += f"; {upd.reason}"
         elif (self.sysclock is not None and st["state"] == "synchronised"
               and st["system_offset_ns"] is not None):
-            from tsq.outputs.sysclock import SysclockError
-
             try:
                 # the kernel frequency follows the model's only once it is known to within 1 ppm
                 ferr = st["freq_error_ppm"]
@@ -307,7 +294,7 @@ class SyncRunner:
         if not self.config.quiet:
             log.info("%s", line)
 
-    def _log_sample(self, ex: Any, outcome: SampleOutcome, now_raw: int) -> None:
+    def _log_sample(self, ex: Exchange, outcome: SampleOutcome, now_raw: int) -> None:
         """One gateway-samples line per accepted sample (offsets relative to the model)."""
         if self._sample_log is None or not outcome.accepted:
             return
@@ -323,112 +310,3 @@ class SyncRunner:
             "error_bound_ns": st["error_bound_ns"], "freq_ppm": st["freq_ppm"],
             "selection": src.get("selection"),
         }, now_unix_ns=real)
-
-
-# ---------------------------------------------------------------------------------------- the CLI
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "sync", help="keep a model of UTC from TSQ servers (the gateway daemon)",
-        description="Poll TSQ servers over persistent QUIC connections, keep a model of UTC against "
-        "CLOCK_MONOTONIC_RAW, log every sample, serve `tsq status`, and optionally discipline the "
-        "system clock or feed chronyd. Settings come from --config FILE and/or the flags (flags win).",
-    )
-    p.add_argument("--config", metavar="FILE", help="TOML configuration (see examples/tsq-sync.toml)")
-    p.add_argument("--server", action="append", metavar="HOST[:PORT]",
-                   help="TSQ server (repeatable; default port 443); replaces the config's list")
-    p.add_argument("--mode", choices=("auto", "datagram", "stream"), help="exchange mode (default auto)")
-    p.add_argument("--minpoll", type=int, metavar="LOG2S", help="shortest poll, log2 s (default 0)")
-    p.add_argument("--maxpoll", type=int, metavar="LOG2S", help="longest poll, log2 s (default 6)")
-    p.add_argument("--log", dest="log_dir", metavar="DIR", help="field offset log directory (CSV)")
-    p.add_argument("--fsync-interval", dest="fsync_interval_s", type=float, metavar="S")
-    p.add_argument("--control", dest="control_path", metavar="PATH",
-                   help=f"control socket (default {default_control_path()})")
-    trust = p.add_argument_group("trust (default: system CAs)")
-    trust.add_argument("--ca", metavar="FILE", help="trust this CA bundle (PEM) instead")
-    trust.add_argument("--pin", metavar="sha256/BASE64", help="accept only this SPKI pin")
-    trust.add_argument("--insecure", action="store_true", default=None,
-                       help="accept any certificate (warns)")
-    out = p.add_argument_group("outputs (all off by default)")
-    out.add_argument("--adjust-system", action="store_true", default=None,
-                     help="discipline the system clock with adjtimex (needs CAP_SYS_TIME)")
-    out.add_argument("--makestep", type=float, metavar="S",
-                     help="step instead of slewing when |offset| > S in the first updates (default 1.0)")
-    out.add_argument("--makestep-limit", dest="makestep_limit", type=int, metavar="N",
-                     help="updates in which a step is allowed (default 3)")
-    out.add_argument("--panic", type=float, metavar="S",
-                     help="never touch the clock for |offset| > S (default 1000; 0: no limit)")
-    out.add_argument("--dry-run", action="store_true", default=None,
-                     help="with --adjust-system: print what would be done, change nothing")
-    out.add_argument("--refclock-sock", metavar="PATH", help="feed chronyd's `refclock SOCK PATH`")
-    out.add_argument("--refclock-time-bits", choices=("auto", "32", "64"),
-                     help="time_t width of chronyd's build (default auto)")
-    out.add_argument("--metrics-file", metavar="FILE", help="write Prometheus metrics here every second")
-    out.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics on 127.0.0.1:PORT")
-    p.add_argument("--quiet", "-q", action="store_true", default=None, help="no status line per update")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.set_defaults(func=run)
-
-
-def config_from_args(args: argparse.Namespace) -> SyncConfig:
-    """SyncConfig from --config FILE overlaid with the flags given. Raises ConfigError."""
-    values: Dict[str, Any] = load_config(args.config) if args.config else {}
-    names = {f.name for f in fields(SyncConfig)}
-    for name in names:
-        if name == "servers":
-            continue
-        value = getattr(args, name, None)
-        if value is not None:
-            values[name] = value
-    if args.server:
-        values["servers"] = list(args.server)
-    if not values.get("servers"):
-        raise ConfigError("no TSQ server: give --server HOST[:PORT] or `servers` in --config FILE")
-    return SyncConfig(**values)
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("quic").setLevel(logging.WARNING)
-    try:
-        config = config_from_args(args)
-    except ConfigError as exc:
-        print(f"tsq sync: {exc}", file=sys.stderr)
-        return 2
-    if config.insecure:
-        print("tsq sync: WARNING: --insecure: server certificates are not checked; anyone on the path "
-              "can feed this gateway a false time", file=sys.stderr)
-    if config.dry_run and not config.adjust_system:
-        print("tsq sync: --dry-run only applies to --adjust-system", file=sys.stderr)
-    try:
-        runner = SyncRunner(config)
-    except (OSError, ValueError) as exc:
-        print(f"tsq sync: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(_main(runner))
-    except (ControlError, OSError) as exc:   # control socket in use, log directory not writable
-        print(f"tsq sync: {exc}", file=sys.stderr)
-        return 1
-
-
-async def _main(runner: SyncRunner) -> int:
-    loop = asyncio.get_running_loop()
-    task = asyncio.create_task(runner.run())
-    stopping = []
-
-    def stop(signame: str) -> None:
-        stopping.append(signame)
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop, sig.name)
-    log.info("%d server(s), control socket %s", len(runner.config.servers), runner.control_path)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not stopping:
-            raise
-    log.info("stopped (%s)", stopping[0] if stopping else "done")
-    return 0

@@ -10,91 +10,18 @@ the model is "unsynchronised" and answers None, unless the operator vouches for 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Deque, Optional
+from typing import Deque, Optional
 
-from tsq.outputs.sysclock import Timex
+from tsq import clock
+from tsq.clock import Correlation, KernelClockStatus, read_kernel_status
 
-STA_UNSYNC = 0x0040
-TIME_ERROR = 5
-_CLOCK_RAW = time.CLOCK_MONOTONIC_RAW
-_CLOCK_REALTIME = time.CLOCK_REALTIME
+__all__ = ["KernelClockStatus", "SystemClockModel", "read_kernel_status"]
 
 
-@dataclass(frozen=True)
-class KernelClockStatus:
-    """What a read-only adjtimex says about the system clock."""
-
-    synchronised: bool
-    maxerror_ns: int
-    esterror_ns: int
-    tai_offset_s: int
-    status: int
-
-
-_ADJTIMEX: list[Any] = []   # [function] once looked up ([None] where absent): the lookup is slow
-
-
-def _adjtimex() -> Any:
-    if not _ADJTIMEX:
-        name = ctypes.util.find_library("c")
-        fn = None
-        if name is not None:
-            try:
-                fn = ctypes.CDLL(name, use_errno=True).adjtimex
-            except (OSError, AttributeError):
-                fn = None
-        _ADJTIMEX.append(fn)
-    return _ADJTIMEX[0]
-
-
-def read_kernel_status() -> Optional[KernelClockStatus]:
-    """adjtimex with modes=0 (a pure read). None where adjtimex is unavailable."""
-    fn = _adjtimex()
-    if fn is None:
-        return None
-    tx = Timex()
-    tx.modes = 0  # read only: never set any mode bit here
-    ret = fn(ctypes.byref(tx))
-    if ret < 0:
-        return None
-    synced = ret != TIME_ERROR and not (tx.status & STA_UNSYNC)
-    return KernelClockStatus(synced, tx.maxerror * 1000, tx.esterror * 1000, tx.tai, tx.status)
-
-
-def leap_from_status(status: int) -> int:
-    """TimeModel.leap() code from the kernel's STA_INS/STA_DEL bits."""
-    if status & 0x0010:
-        return 1
-    if status & 0x0020:
-        return 2
-    return 0
-
-
-@dataclass(frozen=True)
-class _Corr:
-    raw_ns: int
-    offset_ns: int     # realtime - raw at raw_ns
-    width_ns: int
-
-
-def _correlate(tries: int = 3) -> _Corr:
-    """Narrowest of `tries` raw/realtime/raw brackets."""
-    best: Optional[_Corr] = None
-    for _ in range(tries):
-        a = time.clock_gettime_ns(_CLOCK_RAW)
-        rt = time.clock_gettime_ns(_CLOCK_REALTIME)
-        b = time.clock_gettime_ns(_CLOCK_RAW)
-        mid = (a + b) // 2
-        c = _Corr(mid, rt - mid, b - a)
-        if best is None or c.width_ns < best.width_ns:
-            best = c
-    assert best is not None
-    return best
+def _correlate() -> Correlation:
+    """(raw, realtime) read together: ref_ns is raw, sys_ns realtime at the same instant."""
+    return clock.correlate(clock.CLOCK_MONOTONIC_RAW, clock.CLOCK_REALTIME, tries=3)
 
 
 class SystemClockModel:
@@ -111,15 +38,15 @@ class SystemClockModel:
         self.refresh_ns = refresh_ns
         self.rate_span_ns = rate_span_ns
         self.status_refresh_ns = status_refresh_ns
-        self._history: Deque[_Corr] = deque(maxlen=64)
+        self._history: Deque[Correlation] = deque(maxlen=64)
         self._status: Optional[KernelClockStatus] = None
         self._status_raw = 0
         self._refresh(force=True)
 
     # -- internals -------------------------------------------------------------------------------
-    def _refresh(self, force: bool = False) -> _Corr:
-        now = time.clock_gettime_ns(_CLOCK_RAW)
-        if force or not self._history or now - self._history[-1].raw_ns > self.refresh_ns:
+    def _refresh(self, force: bool = False) -> Correlation:
+        now = clock.raw_ns()
+        if force or not self._history or now - self._history[-1].ref_ns > self.refresh_ns:
             self._history.append(_correlate())
         if force or now - self._status_raw > self.status_refresh_ns:
             self._status = read_kernel_status()
@@ -130,10 +57,10 @@ class SystemClockModel:
         """d(realtime)/d(raw) measured over the correlation history (1.0 until it spans 1 s)."""
         last = self._history[-1]
         for c in self._history:
-            span = last.raw_ns - c.raw_ns
+            span = last.ref_ns - c.ref_ns
             if span <= self.rate_span_ns:
                 if span >= 1_000_000_000:
-                    return 1.0 + (last.offset_ns - c.offset_ns) / span
+                    return 1.0 + (_offset(last) - _offset(c)) / span
                 break
         return 1.0
 
@@ -150,7 +77,7 @@ class SystemClockModel:
         corr = self._refresh()
         if not self._trusted():
             return None
-        return raw_ns + corr.offset_ns + round((raw_ns - corr.raw_ns) * (self.rate() - 1.0))
+        return raw_ns + _offset(corr) + round((raw_ns - corr.ref_ns) * (self.rate() - 1.0))
 
     def error_bound_ns(self, raw_ns: int) -> Optional[int]:
         corr = self._refresh()
@@ -161,7 +88,7 @@ class SystemClockModel:
         base = kernel if kernel is not None else (self.assume_bound_ns or 0)
         # The kernel's maxerror grows by 500 ppm per second in its own right; add the same for the
         # distance of raw_ns from our correlation, plus the correlation's own width.
-        return base + corr.width_ns + abs(raw_ns - corr.raw_ns) // 2000
+        return base + corr.width_ns + abs(raw_ns - corr.ref_ns) // 2000
 
     def state(self, raw_ns: int) -> str:
         self._refresh()
@@ -169,4 +96,9 @@ class SystemClockModel:
 
     def leap(self) -> int:
         self._refresh()
-        return leap_from_status(self._status.status) if self._status is not None else 3
+        return self._status.leap if self._status is not None else 3
+
+
+def _offset(corr: Correlation) -> int:
+    """realtime - raw at the correlation's instant."""
+    return corr.sys_ns - corr.ref_ns

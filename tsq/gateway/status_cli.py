@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any, List, Mapping, Optional, Sequence
 
-from tsq.sync.control import ControlError, query_status
+from tsq.gateway.control import ControlError, query_status
 
 # chronyc's source state column: * selected, + combined, - candidate not combined, x falseticker,
 # ? unusable.
@@ -171,7 +171,7 @@ def summary_line(status: Mapping[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m tsq.sync.status` (the same as `tsq status`)."""
+    """`python -m tsq.gateway.status_cli` (the same as `tsq status`)."""
     parser = argparse.ArgumentParser(prog="tsq")
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["status", *(argv or [])])

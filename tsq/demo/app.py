@@ -21,6 +21,12 @@ from typing import Any, Optional
 
 from tsq.bridge.service import Bridge, BridgeConfig
 from tsq.clock import raw_ns
+from tsq.demo.firmware import FirmwareError, SimulatedDevice, build_host_firmware
+from tsq.demo.pki import make_pki
+from tsq.demo.standin import StandInDevice
+from tsq.gateway.runner import SyncConfig, SyncRunner
+from tsq.gateway.systemmodel import SystemClockModel
+from tsq.quic.server import ServerConfig, TsqServer
 from tsq.tasks import cancel_and_wait
 
 DEVICE_SKEWS_PPM = (50.0, -20.0, 10.0, -35.0, 25.0, -5.0)
@@ -71,9 +77,6 @@ def _fmt_ns(v: Optional[int]) -> str:
 
 async def _start_server(tmp: str) -> tuple[Any, str]:
     """A TSQ server on 127.0.0.1 with a throw-away certificate; returns (server, pin)."""
-    from tsq.quic.server import ServerConfig, TsqServer
-    from tsq.testing.certs import make_pki
-
     pki = make_pki(tmp)
     with open(pki.server_cert, "rb") as c, open(pki.server_key, "rb") as k:
         cert, key = c.read(), k.read()
@@ -85,14 +88,10 @@ async def _start_server(tmp: str) -> tuple[Any, str]:
 def _start_devices(n: int, tmp: str) -> list[Any]:
     """Simulated devices on ptys: the real firmware core (host build, compiled now with the system C
     compiler); where it cannot be built, Python stand-ins speaking the same protocol, said once."""
-    from tsq.testing.firmware import FirmwareError, SimulatedDevice, build_host_firmware
-
     devices: list[Any] = []
     try:
         binary = build_host_firmware()
     except FirmwareError as exc:
-        from tsq.testing.standin_device import StandInDevice
-
         print(f"tsq demo: {exc}\ntsq demo: using Python stand-in devices instead", file=sys.stderr)
         for i in range(n):
             dev = StandInDevice.on_new_pty(0xD0000001 + i, DEVICE_SKEWS_PPM[i % len(DEVICE_SKEWS_PPM)])
@@ -122,23 +121,12 @@ async def _demo(args: argparse.Namespace) -> int:
         source_note: str
         runner: Any = None
         if args.source == "engine":
-            try:
-                from tsq.sync.daemon import SyncConfig, SyncRunner
-                have_engine = True
-            except ImportError:  # TODO(integration): drop once tsq.sync.daemon is in
-                have_engine = False
-            if have_engine:
-                server, pin = await _start_server(tmp)
-                runner = SyncRunner(SyncConfig(servers=[f"127.0.0.1:{server.port}"], pin=pin,
-                                               log_dir=args.log, control_path=f"{tmp}/control.sock"))
-                model = runner.model
-                source_note = f"sync engine <- TSQ server 127.0.0.1:{server.port}"
-            else:
-                args.source = "system"
-                print("tsq demo: the sync engine is not available; using the system clock", file=sys.stderr)
-        if args.source == "system":
-            from tsq.sync.systemmodel import SystemClockModel
-
+            server, pin = await _start_server(tmp)
+            runner = SyncRunner(SyncConfig(servers=[f"127.0.0.1:{server.port}"], pin=pin,
+                                           log_dir=args.log, control_path=f"{tmp}/control.sock"))
+            model = runner.model
+            source_note = f"sync engine <- TSQ server 127.0.0.1:{server.port}"
+        else:
             # The system clock is the demo's reference by construction: vouch for it to 1 µs.
             model = SystemClockModel(assume_bound_ns=1000)
             source_note = "system clock (as reference)"
