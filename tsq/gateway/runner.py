@@ -23,6 +23,7 @@ from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics
 from tsq.outputs.refclock import RefclockOutput
 from tsq.outputs.sysclock import SysclockError, SystemClockAdjuster
 from tsq.quic.client import TsqClient, TsqError
+from tsq.session.scheduler import SchedulerConfig, SourceScheduler
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
 from tsq.sync.exchange import Exchange
 from tsq.tasks import cancel_and_wait
@@ -34,7 +35,6 @@ NS_PER_S = 1_000_000_000
 OUTPUT_TICK_S = 1.0          # metrics file, holdover checks
 REFCLOCK_INTERVAL_S = 0.25   # chronyd's SOCK refclock takes the median of the samples of each poll:
                              # several per second keep even `poll 0` fed
-BACKOFF_INITIAL_S = 1.0
 
 
 @dataclass
@@ -98,6 +98,7 @@ class SyncRunner:
         self.model = self.engine.model
         self._providers: Dict[str, Callable[[], List[Dict[str, Any]]]] = {}
         self._clients: Dict[str, TsqClient] = {}
+        self.schedulers: Dict[str, SourceScheduler] = {}
         self._sample_log: Optional[FieldLog] = None
         self._model_log: Optional[FieldLog] = None
         self._last_update_raw: Optional[int] = None
@@ -114,7 +115,8 @@ class SyncRunner:
             if client.name in self._clients:
                 raise ValueError(f"server {client.name} given twice")
             self._clients[client.name] = client
-            self.engine.add_source(client.name)
+            self.schedulers[client.name] = SourceScheduler(client.name, self.engine, SchedulerConfig(
+                backoff_max_ns=round(config.backoff_max_s * NS_PER_S)))
 
     # ------------------------------------------------------------------------------------ status
     def add_status_provider(self, key: str, fn: Callable[[], List[Dict[str, Any]]]) -> None:
@@ -217,29 +219,26 @@ class SyncRunner:
         self._sample_log = self._model_log = None
 
     async def _poll_loop(self, name: str, client: TsqClient) -> None:
-        down = 0          # failures in a row that left the client without a connection
+        sched = self.schedulers[name]
         while True:
             now = clock.raw_ns()
-            due = self.engine.next_poll(name, now)
+            due = sched.next_poll(now)
             if due > now:
                 await asyncio.sleep((due - now) / 1e9)
             try:
                 ex = await client.sample(self.config.mode)
             except TsqError as exc:
-                self.engine.on_timeout(name, clock.raw_ns())
-                down = down + 1 if not client.connected else 0
-                # A lost datagram, or a stalled connection the client drops and re-opens at the
-                # next poll, is routine. A reconnection that fails is worth a warning (once), and
-                # further attempts back off exponentially so a dead server is not hammered.
-                log.log(logging.WARNING if down == 2 else logging.DEBUG, "%s", exc)
-                if down >= 2:
-                    await asyncio.sleep(min(BACKOFF_INITIAL_S * 2 ** (down - 2), self.config.backoff_max_s))
+                # A lost datagram, or a stalled connection the client drops and re-opens at the next
+                # poll, is routine. A reconnection that fails is worth a warning (once); further
+                # attempts back off (jittered, exponential) so a dead server is not hammered.
+                sched.on_failure(clock.raw_ns(), client.connected)
+                log.log(logging.WARNING if sched.down == sched.config.down_after else logging.DEBUG,
+                        "%s", exc)
                 continue
-            if down >= 2:
+            if sched.backing_off:
                 log.info("%s: answering again", name)
-            down = 0
             now = clock.raw_ns()
-            result = self.engine.on_exchange(ex, now)
+            result = sched.on_sample(ex, now)
             log.debug("%s: %s %s, offset %s ns, delay %d ns", name, ex.mode,
                       "accepted" if result.accepted else "rejected (" + result.reason + ")",
                       result.relative_offset_ns, result.delay_ns)

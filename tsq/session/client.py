@@ -605,7 +605,9 @@ class ClientSession:
                     f"{self.name}: {self.datagram_unanswered} datagram requests unanswered while the "
                     "server is reachable: using streams (draft §6.5)"))
         if p.mode == "stream" or (self.timeouts_in_a_row >= STALL_TIMEOUTS and silent >= STALL_SILENCE_NS):
+            # Dead first, so the job this timeout resumes gives up instead of retrying on it.
             stall = TsqTimeout(f"{self.name}: connection stalled")
+            self.dead = stall
             self._events.append(Stalled(str(stall)))
             self._fail_request(p, timeout, now)
             self.connection_lost(stall)

@@ -7,12 +7,17 @@ Time is simulated; nothing sleeps, so hours run in seconds. Everything is determ
 - `SimServer`: a TSQ server whose clock is truth plus a constant error (a liar), steps, stamp noise;
   it can be down for periods, and may send Clock Quality / Time Source / Metadata advisories.
 - `SimPath`: one-way delays both ways (asymmetry), exponential queueing jitter, loss.
-- `Simulation`: runs an `Engine` against them the way `tsq sync` does (poll when `next_poll` says,
-  `on_exchange`/`on_timeout`, `update` after each and every second) and records, every
-  `eval_every_s`, the model's error against truth and whether the bound contained it.
+- `Simulation`: runs the product's own policy against them, as chrony's clknetsim runs the real
+  chronyd: per server the daemon's `SourceScheduler` (tsq.session.scheduler) decides when to poll, a
+  real `ClientSession` (tsq.session.client: warm-up after each handshake, retry after a loss,
+  interleaved refinement, the paired exchange, deadlines, stall detection) makes the exchanges, and
+  a real `ServerSession` (tsq.session.server) answers them with real TSQ bytes; the `Engine` gets
+  what the daemon gives it, `update` after each sample and every second. Every `eval_every_s` it
+  records the model's error against truth and whether the bound contained it.
 
-Exchanges are built exactly as the real client builds them: T1/T4 from the simulated raw clock,
-T2/T3 in unix ns from the server's clock. True time is UTC (unix ns).
+T1/T4 come from the simulated raw clock, T2/T3 in unix ns from the server's clock (the interleaved
+report: the server's clock at the true departure, with its own stamp noise). True time is UTC
+(unix ns), and the gateway's system clock reads true time (eras, the §6.6 offset check).
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from tsq.ntp import unix_ns_to_ntp64
+from tsq.session.client import ClientOptions, ClientSession, Instant, JobDone, Outgoing, Stalled
+from tsq.session.scheduler import SchedulerConfig, SourceScheduler
+from tsq.session.server import Answer, ServerPolicy, ServerSession, ServerStats, stamp_paths
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
 from tsq.sync.exchange import Exchange
 
@@ -158,26 +167,47 @@ def percentile(sorted_values: Sequence[int], p: float) -> Optional[int]:
     return sorted_values[rank - 1]
 
 
+class _Link:
+    """One server's connection in the simulation: the client and server sessions, or none."""
+
+    def __init__(self, name: str, scheduler: SourceScheduler) -> None:
+        self.name = name
+        self.scheduler = scheduler
+        self.client: Optional[ClientSession] = None
+        self.server: Optional[ServerSession] = None
+        self.job: Optional[int] = None
+        self.deadline_version = 0
+        self.generation = 0        # bumped when the connection is dropped: stale events are ignored
+
+
 class Simulation:
-    """Drives an Engine against simulated servers and a simulated raw clock."""
+    """Drives the daemon's scheduler, a client session per server and the Engine against simulated
+    servers and a simulated raw clock (see the module docstring)."""
 
     def __init__(self, engine: Engine, clock: LocalClock, servers: Sequence[Tuple[SimServer, SimPath]],
                  *, seed: int = 1, timeout_s: float = 1.0, eval_every_s: float = 1.0,
-                 mode: str = "datagram") -> None:
+                 mode: str = "datagram", paired: bool = True, interleaved: bool = True,
+                 connect_timeout_s: float = 3.0) -> None:
         self.engine = engine
         self.clock = clock
         self.servers = {s.name: (s, p) for s, p in servers}
         self.rng = random.Random(seed)
         self.timeout_ns = int(timeout_s * NS_PER_S)
+        self.connect_timeout_ns = int(connect_timeout_s * NS_PER_S)
         self.eval_ns = int(eval_every_s * NS_PER_S)
         self.mode = mode
+        self.paired = paired
+        self.interleaved = interleaved
         self.start = clock.start_unix_ns
         self.now = self.start
         self.result = SimResult()
         self._queue: List[Tuple[int, int, str, str, Any]] = []
         self._seq = 0
+        self._stats = ServerStats()
+        self.links: Dict[str, _Link] = {}
         for name in self.servers:
-            engine.add_source(name)
+            sched = SourceScheduler(name, engine, SchedulerConfig(), random.Random(f"{seed}:{name}"))
+            self.links[name] = _Link(name, sched)
 
     def _push(self, t: int, kind: str, name: str = "", payload: Any = None) -> None:
         self._seq += 1
@@ -185,6 +215,9 @@ class Simulation:
 
     def _elapsed(self, t: int) -> float:
         return (t - self.start) / NS_PER_S
+
+    def _instant(self, t: int) -> Instant:
+        return Instant(self.clock.raw_at(t), t)
 
     def true_offset_ns(self, raw_ns: int) -> int:
         """UTC - raw at a raw instant: what the engine should find."""
@@ -199,25 +232,182 @@ class Simulation:
         while self._queue and self._queue[0][0] <= end:
             t, _, kind, name, payload = heapq.heappop(self._queue)
             self.now = t
-            if kind == "poll":
-                self._poll(name)
-            elif kind == "reply":
-                raw = self.clock.raw_at(t)
-                outcome = self.engine.on_exchange(payload, raw)
-                self.result.outcomes.append((self._elapsed(t), outcome))
-                self._update(raw)
-                self._schedule_poll(name, raw)
-            elif kind == "timeout":
-                raw = self.clock.raw_at(t)
-                self.engine.on_timeout(name, raw)
-                self._update(raw)
-                self._schedule_poll(name, raw)
-            else:
+            link = self.links.get(name)
+            if kind == "eval":
                 self._evaluate()
                 self._push(t + self.eval_ns, "eval")
+            elif link is None:
+                continue
+            elif kind == "poll":
+                self._poll(link)
+            elif kind == "connected":
+                if payload == link.generation:
+                    self._connected(link)
+            elif kind == "connect_failed":
+                if payload == link.generation:
+                    self._poll_failed(link, connected=False)
+            elif kind == "to_server":
+                generation, out = payload
+                if generation == link.generation:
+                    self._at_server(link, out)
+            elif kind == "to_client":
+                generation, key, mode, data, t4 = payload
+                if generation == link.generation:
+                    self._at_client(link, key, mode, data, t4)
+            elif kind == "deadline":
+                generation, version = payload
+                if generation == link.generation and version == link.deadline_version:
+                    self._deadline(link)
         self.now = end
         return self.result
 
+    # ------------------------------------------------------------------------------ the daemon
+    def _poll(self, link: _Link) -> None:
+        server, path = self.servers[link.name]
+        if link.client is None or not link.client.connected:
+            self._drop(link)
+            if server.is_down(self._elapsed(self.now)):
+                self._push(self.now + self.connect_timeout_ns, "connect_failed", link.name, link.generation)
+            else:
+                # Initial, Handshake, then the client's Finished: about one and a half round trips.
+                fwd, bwd = self._legs(path)
+                self._push(self.now + round(2 * fwd + bwd), "connected", link.name, link.generation)
+            return
+        self._start_sample(link)
+
+    def _connected(self, link: _Link) -> None:
+        opts = ClientOptions(name=link.name, interleaved=self.interleaved, paired=self.paired,
+                             timeout_ns=self.timeout_ns)
+        link.client = ClientSession(opts, nonce_source=self.rng.randbytes)
+        link.client.handshake_completed(self._instant(self.now), "tsq", peer_datagrams=True)
+        server, _ = self.servers[link.name]
+        # The SimServer's advisories go out as a real server's would: in its policy's TLVs.
+        policy = ServerPolicy(metadata=tuple(server.metadata), time_source=server.time_source,
+                              clock_quality=server.clock_quality)
+        link.server = ServerSession(policy, self._stats, stamp_paths(), link.name)
+        link.server.handshake_completed("tsq")
+        self._start_sample(link)
+
+    def _start_sample(self, link: _Link) -> None:
+        assert link.client is not None
+        link.job = link.client.start_sample(self._instant(self.now), self.mode)
+        self._pump(link)
+
+    def _poll_failed(self, link: _Link, connected: bool) -> None:
+        raw = self.clock.raw_at(self.now)
+        link.scheduler.on_failure(raw, connected)
+        self._update(raw)
+        self._schedule_poll(link, raw)
+
+    def _drop(self, link: _Link) -> None:
+        link.client = link.server = None
+        link.job = None
+        link.generation += 1
+
+    def _pump(self, link: _Link) -> None:
+        """Send what the client queued, hand its events to the scheduler, re-arm its deadline."""
+        client = link.client
+        if client is None:
+            return
+        for out in client.take_outgoing():
+            if isinstance(out, Outgoing):
+                t1 = self.clock.raw_at(self.now)
+                client.sent(out.key, t1)
+                client.tx_stamp(out.key, t1)
+                self.result.exchanges += 1
+                self._push(self.now, "to_server", link.name, (link.generation, out))
+        stalled = False
+        while True:
+            event = client.next_event()
+            if event is None:
+                break
+            if isinstance(event, JobDone) and event.job == link.job:
+                link.job = None
+                raw = self.clock.raw_at(self.now)
+                if event.exchange is not None:
+                    outcome = link.scheduler.on_sample(event.exchange, raw)
+                    self.result.outcomes.append((self._elapsed(self.now), outcome))
+                    self._update(raw)
+                    self._schedule_poll(link, raw)
+                else:
+                    self._poll_failed(link, client.connected)
+            elif isinstance(event, Stalled):
+                stalled = True
+        if stalled:
+            self._drop(link)   # as the client edge does: the next poll reconnects
+            return
+        link.deadline_version += 1
+        at = client.next_deadline()
+        if at is not None:
+            self._push(max(self.now, self.clock.true_at(at)), "deadline", link.name,
+                       (link.generation, link.deadline_version))
+
+    def _deadline(self, link: _Link) -> None:
+        if link.client is not None:
+            link.client.handle_timer(self._instant(self.now))
+            self._pump(link)
+
+    # ------------------------------------------------------------------------------ the network
+    def _legs(self, path: SimPath) -> Tuple[float, float]:
+        rng = self.rng
+        back = path.delay_ns if path.back_delay_ns is None else path.back_delay_ns
+        fwd = path.delay_ns + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
+        bwd = back + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
+        if path.uniform_jitter_ns:
+            fwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
+            bwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
+        return fwd, bwd
+
+    def _at_server(self, link: _Link, out: Outgoing) -> None:
+        """A request leaves the client now: it reaches the server (or is lost) and is answered."""
+        server, path = self.servers[link.name]
+        if link.server is None:
+            return
+        if server.is_down(self._elapsed(self.now)) or (path.loss and self.rng.random() < path.loss):
+            self.result.lost += 1
+            return
+        fwd, bwd = self._legs(path)
+        t2_true = self.now + round(fwd)
+        t3_true = t2_true + server.turnaround_ns
+        noise = server.stamp_noise_ns
+        rng = self.rng
+        t2 = server.clock(t2_true, self._elapsed(t2_true)) + (round(rng.gauss(0, noise)) if noise else 0)
+        t3 = server.clock(t3_true, self._elapsed(t3_true)) + (round(rng.gauss(0, noise)) if noise else 0)
+        session = link.server
+        if out.mode == "datagram":
+            actions = session.datagram_received(out.data, t2, self._elapsed(t2_true))
+        else:
+            actions = session.stream_data(4 * out.key, out.data, True, t2)
+            actions += session.packet_done(self._elapsed(t2_true))
+        for action in actions:
+            if not isinstance(action, Answer):
+                continue
+            t3 = max(t3, t2)
+            builder = action.builder
+            builder.buffer[builder.send_ts_offset:builder.send_ts_offset + 8] = \
+                unix_ns_to_ntp64(t3).to_bytes(8, "big")
+            payload = builder.finish()
+            # The kernel's TX stamp (what the interleaved report carries): the server clock at the
+            # true departure, stamped with its own noise.
+            tx = server.clock(t3_true, self._elapsed(t3_true)) + (round(rng.gauss(0, noise)) if noise else 0)
+            session.response_sent(action.nonce, action.path, t3, max(tx, t2))
+            t4 = t3_true + round(bwd)
+            self._push(t4, "to_client", link.name, (link.generation, out.key, out.mode, payload, t4))
+
+    def _at_client(self, link: _Link, key: int, mode: str, data: bytes, t4: int) -> None:
+        client = link.client
+        if client is None:
+            return
+        now = self._instant(self.now)
+        client.packet_received(now.raw_ns)
+        if mode == "datagram":
+            client.datagram_received(now, data, now.raw_ns, True)
+        else:
+            client.stream_data(key, data, True, now.raw_ns, True)
+            client.packet_done(now)
+        self._pump(link)
+
+    # ------------------------------------------------------------------------------ the engine
     def _update(self, raw: int) -> None:
         up = self.engine.update(raw)
         if up is None:
@@ -235,20 +425,16 @@ class Simulation:
             self._elapsed(self.now), model.state(raw), None if utc is None else utc - self.now,
             model.error_bound_ns(raw)))
 
-    def _schedule_poll(self, name: str, raw: int) -> None:
-        due = self.engine.next_poll(name, raw)
+    def _schedule_poll(self, link: _Link, raw: int) -> None:
+        due = link.scheduler.next_poll(raw)
         t = self.now if due <= raw else max(self.now, self.clock.true_at(due))
-        self._push(t, "poll", name)
+        self._push(t, "poll", link.name)
 
     def exchange_at(self, server: SimServer, path: SimPath, t: int) -> Tuple[Exchange, int]:
-        """The Exchange a poll sent at true time t produces, and its true arrival time."""
+        """The Exchange a basic request sent at true time t produces, and its true arrival time
+        (the four stamps only, without the sessions: for checking the simulator itself)."""
+        fwd, bwd = self._legs(path)
         rng = self.rng
-        back = path.delay_ns if path.back_delay_ns is None else path.back_delay_ns
-        fwd = path.delay_ns + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
-        bwd = back + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
-        if path.uniform_jitter_ns:
-            fwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
-            bwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
         t2_true = t + round(fwd)
         t3_true = t2_true + server.turnaround_ns
         t4_true = t3_true + round(bwd)
@@ -260,13 +446,3 @@ class Simulation:
                       kernel_t4=True, clock_quality=server.clock_quality, time_source=server.time_source,
                       metadata=server.metadata)
         return ex, t4_true
-
-    def _poll(self, name: str) -> None:
-        server, path = self.servers[name]
-        self.result.exchanges += 1
-        if server.is_down(self._elapsed(self.now)) or (path.loss and self.rng.random() < path.loss):
-            self.result.lost += 1
-            self._push(self.now + self.timeout_ns, "timeout", name)
-            return
-        ex, t4 = self.exchange_at(server, path, self.now)
-        self._push(t4, "reply", name, ex)
