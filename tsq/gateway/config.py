@@ -6,7 +6,9 @@
     maxpoll = 6
     control = "/run/tsq/control.sock"
 
-    [trust]                  # ca = "FILE" | pin = "sha256/BASE64" | insecure = true
+    [trust]                  # ca = "FILE" | pin = "sha256/BASE64" | insecure = true;
+                             # verify_key = "FILE", key_id = 1 (signed responses required);
+                             # allow_legacy_alpn = true (also speak tsq/1, draft §7 says only tsq)
     [log]                    # dir = "/var/log/tsq", fsync_interval = 5.0
     [system_clock]           # adjust = true, makestep = 1.0, makestep_limit = 3, panic = 1000.0, dry_run
     [refclock]               # sock = "/run/chrony/tsq.sock", time_bits = "auto" | 32 | 64
@@ -86,6 +88,10 @@ SCHEMA: Dict[Tuple[str, str], Tuple[str, Conv]] = {
     ("trust", "ca"): ("ca", _str),
     ("trust", "pin"): ("pin", _str),
     ("trust", "insecure"): ("insecure", _bool),
+    ("trust", "allow_legacy_alpn"): ("allow_legacy_alpn", _bool),
+    ("trust", "require_signature"): ("require_signature", _bool),
+    ("trust", "verify_key"): ("verify_key", _str),
+    ("trust", "key_id"): ("key_id", _int),
     ("log", "dir"): ("log_dir", _str),
     ("log", "fsync_interval"): ("fsync_interval_s", _float),
     ("system_clock", "adjust"): ("adjust_system", _bool),

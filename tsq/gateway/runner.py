@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from tsq import clock
+from tsq.auth import Verifier, load_verify_key
 from tsq.fieldlog import GATEWAY_MODEL_FIELDS, GATEWAY_SAMPLE_FIELDS, FieldLog
 from tsq.gateway.control import ControlServer, default_control_path
 from tsq.gateway.status_cli import summary_line
@@ -45,6 +46,10 @@ class SyncConfig:
     ca: Optional[str] = None
     pin: Optional[str] = None
     insecure: bool = False
+    allow_legacy_alpn: bool = False    # also speak ALPN tsq/1 (the deployed implementation)
+    verify_key: Optional[str] = None   # key file: responses must carry a Signature Block it verifies
+    key_id: int = 1
+    require_signature: bool = False    # implied by verify_key
     mode: str = "auto"
     minpoll: int = 0                   # log2 seconds
     maxpoll: int = 6
@@ -69,6 +74,18 @@ class SyncConfig:
     connect_timeout_s: float = 3.0
     backoff_max_s: float = 64.0
     quiet: bool = False
+
+
+def trust_verifier(verify_key: Optional[str], key_id: int, require_signature: bool) -> Optional[Verifier]:
+    """The Signature Block verifier of --verify-key (which implies requiring signed responses).
+
+    ValueError (a KeyFileError naming the file) for an unreadable key, or for --require-signature
+    without a key: a signature nobody checks proves nothing."""
+    if verify_key is None:
+        if require_signature:
+            raise ValueError("--require-signature needs --verify-key FILE (the key to check them with)")
+        return None
+    return Verifier({key_id: load_verify_key(verify_key)})
 
 
 def _instant() -> tuple[int, int]:
@@ -108,10 +125,12 @@ class SyncRunner:
         self.refclock: Optional[RefclockOutput] = None
         if config.refclock_sock:
             self.refclock = RefclockOutput(config.refclock_sock, config.refclock_time_bits)
+        verifier = trust_verifier(config.verify_key, config.key_id, config.require_signature)
         for server in config.servers:
             client = TsqClient(server, ca=config.ca, pin=config.pin, insecure=config.insecure,
-                               paired=config.paired, timeout_s=config.timeout_s,
-                               connect_timeout_s=config.connect_timeout_s)
+                               allow_legacy_alpn=config.allow_legacy_alpn, verifier=verifier,
+                               require_signature=verifier is not None, paired=config.paired,
+                               timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
             if client.name in self._clients:
                 raise ValueError(f"server {client.name} given twice")
             self._clients[client.name] = client

@@ -40,6 +40,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     trust.add_argument("--pin", metavar="sha256/BASE64", help="accept only this SPKI pin")
     trust.add_argument("--insecure", action="store_true", default=None,
                        help="accept any certificate (warns)")
+    trust.add_argument("--verify-key", metavar="FILE",
+                       help="require signed responses and verify them with this key (PEM Ed25519 "
+                            "public key or 'hmac:<hex>'); unsigned or badly signed answers are discarded")
+    trust.add_argument("--key-id", dest="key_id", type=int, metavar="N", help="key id of --verify-key "
+                       "(default 1)")
+    trust.add_argument("--require-signature", action="store_true", default=None,
+                       help="same as --verify-key's default: refuse unsigned responses (needs --verify-key)")
+    trust.add_argument("--allow-legacy-alpn", action="store_true", default=None,
+                       help="also speak ALPN tsq/1 (the implementation deployed in the wild: streams, "
+                            "TLVs 1-3, no signatures); draft §7 wants exactly 'tsq'")
     out = p.add_argument_group("outputs (all off by default)")
     out.add_argument("--adjust-system", action="store_true", default=None,
                      help="discipline the system clock with adjtimex (needs CAP_SYS_TIME)")

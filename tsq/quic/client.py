@@ -161,7 +161,7 @@ class TsqClient:
         # of its response, as reported by the server in the next response (None when not given).
         self.last_interleaved: Optional[Exchange] = None
         self.discarded_responses = 0
-        self.last_discard: Optional[str] = None
+        self.discards: List[str] = []          # the last few reasons, oldest first
         self.fallbacks = 0
         self.reconnects = 0
 
@@ -331,6 +331,9 @@ class TsqClient:
             elif isinstance(event, events.ConnectionTerminated):
                 reason = event.reason_phrase or f"error 0x{event.error_code:x}"
                 if not link.handshake.done():
+                    if "ALPN" in reason and not self.options.allow_legacy:
+                        reason += (" (this client offers only 'tsq'; a server of the implementation "
+                                   "deployed in the wild speaks only tsq/1: --allow-legacy-alpn)")
                     self._fail_link(link, TsqHandshakeError(f"{self.name}: handshake failed: {reason}"))
                 else:
                     self._fail_link(link, TsqUnreachable(f"{self.name}: connection closed: {reason}"))
@@ -405,8 +408,8 @@ class TsqClient:
                     fut.set_result(event)
             elif isinstance(event, Discarded):
                 self.discarded_responses += 1
-                self.last_discard = event.reason
-                log.warning("%s", event.reason)
+                self.discards = [*self.discards[-7:], event.reason]
+                log.info("%s", event.reason)
             elif isinstance(event, ModeFallback):
                 self.fallbacks += 1
                 log.warning("%s", event.reason)

@@ -26,6 +26,8 @@ class QueryResult:
     errors: List[str] = field(default_factory=list)
     alpn: Optional[str] = None
     metadata: tuple[tuple[str, str], ...] = ()
+    discarded: List[str] = field(default_factory=list)   # responses that were not samples (§6.6)
+    fallbacks: int = 0                                    # datagrams unanswered: streams used (§6.5)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,11 +47,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     trust.add_argument("--pin", metavar="sha256/BASE64", help="accept only this SPKI pin")
     trust.add_argument("--insecure", action="store_true", help="accept any certificate (warns)")
     trust.add_argument("--server-name", help="TLS server name to verify (default: the host)")
-    p.add_argument("--verify-key", metavar="FILE", help="key to verify Signature Blocks "
-                   "(PEM Ed25519 public key or 'hmac:<hex>')")
+    p.add_argument("--verify-key", metavar="FILE", help="require signed responses and verify them with "
+                   "this key (PEM Ed25519 public key or 'hmac:<hex>')")
     p.add_argument("--key-id", type=int, default=1, help="key id of --verify-key (default 1)")
     p.add_argument("--require-signature", action="store_true",
-                   help="send Signature Request; reject unsigned or unverifiable responses")
+                   help="send Signature Request; reject unsigned or unverifiable responses (needs "
+                        "--verify-key, which implies it)")
+    p.add_argument("--allow-legacy-alpn", action="store_true",
+                   help="also speak ALPN tsq/1 (the implementation deployed in the wild: streams, TLVs "
+                        "1-3, no signatures); draft §7 wants exactly 'tsq'")
     p.add_argument("--user-stamps", action="store_true", help="user-space stamps (comparison only)")
     p.add_argument("--no-interleave", action="store_true",
                    help="use the basic T3 even when the server reports the precise one")
@@ -78,6 +84,8 @@ async def query_server(server: str, *, count: int, mode: str = "auto", interval_
         result.alpn = client.alpn_protocol
         if client.last_response is not None:
             result.metadata = client.last_response.metadata
+        result.discarded = list(client.discards)
+        result.fallbacks = client.fallbacks
     finally:
         await client.close()
     return result
@@ -137,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     results = query(
         args.servers, count=args.count, mode=args.mode, interval_s=args.interval,
         ca=args.ca, pin=args.pin, insecure=args.insecure, server_name=args.server_name,
-        verifier=verifier, require_signature=args.require_signature,
+        verifier=verifier, require_signature=verifier is not None,
+        allow_legacy_alpn=args.allow_legacy_alpn,
         kernel_stamps=not args.user_stamps, interleaved=not args.no_interleave,
         timeout_s=args.timeout,
     )
@@ -154,12 +163,19 @@ def run(args: argparse.Namespace) -> int:
                       f"  delay {row['delay_ns'] / 1e3:10.3f} µs")
         for err in result.errors:
             print(f"tsq query: {err}", file=sys.stderr)
+        if result.discarded:
+            print(f"tsq query: {result.server}: {len(result.discarded)} response(s) discarded "
+                  f"(draft §6.6), last: {result.discarded[-1]}", file=sys.stderr)
+        if result.fallbacks:
+            print(f"tsq query: {result.server}: DATAGRAM requests went unanswered; fell back to streams "
+                  "(draft §6.5)", file=sys.stderr)
         if rows:
             best = min(rows, key=lambda r: r["delay_ns"])
             summary = {"summary": True, "server": result.server, "samples": len(rows),
                        "offset_ns": best["offset_ns"], "delay_ns": best["delay_ns"],
                        "offset_median_ns": int(statistics.median(r["offset_ns"] for r in rows)),
-                       "alpn": result.alpn,
+                       "alpn": result.alpn, "discarded": len(result.discarded),
+                       "fell_back_to_streams": bool(result.fallbacks),
                        "metadata": {k: v for k, v in result.metadata if not k.startswith("xleave")}}
             if args.json:
                 print(json.dumps(summary))

@@ -137,6 +137,16 @@ class ServerProcess(_Proc):
         self.proc.wait(10)
 
 
+class PeerProcess(_Proc):
+    """A deployed-implementation-like server (tsq.testing.peers) on 127.0.0.1 with the test PKI."""
+
+    def __init__(self, pki: TestPki, kind: str = "legacy-server", hold_fin_s: float = 3.0,
+                 timeout: float = 20.0) -> None:
+        super().__init__([sys.executable, "-m", "tsq.testing.peers", kind, "--listen", "127.0.0.1:0",
+                          "--cert", pki.server_cert, "--key", pki.server_key, "--hold-fin", repr(hold_fin_s)])
+        self._listen_on(_LISTENING, timeout)
+
+
 class RelayProcess(_Proc):
     """`python -m tsq.testing.relay` in its own process, so its timing never waits on the GIL of
     the process under test (a relay thread beside a busy client adds delay to its legs)."""
