@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Tuple
 
 from tsq.bridge import nmea
+from tsq.bridge.device import WARMUP_GAP_S, DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
 from tsq.clock import raw_ns
+from tsq.fieldlog import DEVICE_FIELDS, FieldLog
 from tsq.tasks import cancel_and_wait
 from tsq.timefmt import utc_iso
 
@@ -123,8 +125,6 @@ class Bridge:
         self.drivers: list[Any] = []
         self._log: Any = None
         if config.log_dir is not None and not config.nmea:
-            from tsq.fieldlog import DEVICE_FIELDS, FieldLog
-
             self._log = FieldLog(config.log_dir, "devices", DEVICE_FIELDS,
                                  fsync_interval_s=config.fsync_interval_s)
         for path in config.ports:
@@ -138,8 +138,6 @@ class Bridge:
             driver = NmeaWriter(link, self.model, self.config.nmea_position)
             link.on_data = driver.on_data
         else:
-            from tsq.bridge.device import WARMUP_GAP_S, DeviceDriver
-
             link = PortLink(path, self.config.baud, on_data=lambda b, t: None, backoff=backoff)
             gap = WARMUP_GAP_S if self.config.warmup_ping else None
             driver = DeviceDriver(link, self.model, ping_interval_s=self.config.ping_interval_s,

@@ -48,7 +48,7 @@ def _bool(v: Any) -> bool:
 def _int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError("an integer")
-    return v
+    return int(v)
 
 
 def _float(v: Any) -> float:
