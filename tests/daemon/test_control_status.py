@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
 from tsq.gateway.control import ControlError, ControlServer, query_status
 from tsq.gateway.status_cli import render, summary_line
+from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
 from tsq.testing.daemon import subprocess_env
 
 STATUS: Dict[str, Any] = {
