@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
+import pwd
 import socket
 import stat
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 PROTOCOL_VERSION = 1
 MAX_RESPONSE_BYTES = 16 << 20   # a status with thousands of sources stays far below this
@@ -27,15 +29,75 @@ class ControlError(Exception):
     """The control socket cannot be served or queried; the message says why, for a human."""
 
 
-def default_control_path() -> str:
-    """`/run/tsq/control.sock` when /run is writable, else `$XDG_RUNTIME_DIR/tsq/control.sock`,
-    else `/tmp/tsq-$UID/control.sock`."""
-    if os.access("/run", os.W_OK):
-        return "/run/tsq/control.sock"
+SERVICE_NAME = "tsq"          # the service user and the group whose members may read the status
+SYSTEM_PATH = "/run/tsq/control.sock"
+SOCKET_MODE = 0o660
+
+
+def candidate_paths() -> List[str]:
+    """Where a control socket may be, in the order daemons choose and clients look."""
+    out = [SYSTEM_PATH]
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
-        return os.path.join(xdg, "tsq", "control.sock")
-    return f"/tmp/tsq-{os.getuid()}/control.sock"
+        out.append(os.path.join(xdg, "tsq", "control.sock"))
+    out.append(f"/tmp/tsq-{os.getuid()}/control.sock")
+    return out
+
+
+def default_control_path() -> str:
+    """The path a daemon serves by default: /run/tsq/control.sock when /run/tsq exists or can be
+    made, else the first per-user fallback."""
+    for path in candidate_paths():
+        directory = os.path.dirname(path)
+        if os.path.isdir(directory) and os.access(directory, os.W_OK):
+            return path
+        parent = os.path.dirname(directory)
+        if not os.path.exists(directory) and os.access(parent, os.W_OK):
+            return path
+    return candidate_paths()[-1]
+
+
+def client_control_path() -> str:
+    """The socket a client talks to by default: the first candidate that exists."""
+    for path in candidate_paths():
+        if os.path.exists(path):
+            return path
+    return SYSTEM_PATH
+
+
+def _service_uid() -> Optional[int]:
+    try:
+        return pwd.getpwnam(SERVICE_NAME).pw_uid
+    except KeyError:
+        return None
+
+
+def _service_gid() -> Optional[int]:
+    try:
+        return grp.getgrnam(SERVICE_NAME).gr_gid
+    except KeyError:
+        return None
+
+
+def check_directory(directory: str) -> None:
+    """Raise ControlError unless `directory` may hold a control socket this process can trust."""
+    try:
+        st = os.lstat(directory)
+    except OSError as exc:
+        raise ControlError(f"control socket directory {directory}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ControlError(f"refusing control socket directory {directory}: not a plain directory")
+    trusted = {0, os.geteuid()}
+    service = _service_uid()
+    if service is not None:
+        trusted.add(service)
+    if st.st_uid not in trusted:
+        raise ControlError(f"refusing control socket directory {directory}: owned by uid {st.st_uid}, "
+                           f"not by root, the {SERVICE_NAME!r} user or you (someone else could "
+                           "replace the socket)")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ControlError(f"refusing control socket directory {directory}: writable by others "
+                           f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it")
 
 
 def _socket_alive(path: str) -> bool:
@@ -50,9 +112,16 @@ def _socket_alive(path: str) -> bool:
 
 
 def _prepare_path(path: str) -> None:
-    """Create the socket's directory and remove a stale socket; refuse to take over a live one."""
+    """Create (or check) the socket's directory and remove a stale socket; refuse to take over a
+    live one, or to use a directory someone else controls."""
     directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+    if not os.path.exists(directory):
+        old = os.umask(0o022)
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+        finally:
+            os.umask(old)
+    check_directory(directory)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -77,10 +146,19 @@ class ControlServer:
         """Bind and listen. Raises ControlError (path in use, not creatable)."""
         try:
             _prepare_path(self.path)
-            self._server = await asyncio.start_unix_server(self._handle, self.path)
+            old = os.umask(0o177)   # never briefly world-connectable, whatever the caller's umask
+            try:
+                self._server = await asyncio.start_unix_server(self._handle, self.path)
+            finally:
+                os.umask(old)
+            gid = _service_gid()
+            if gid is not None:
+                with contextlib.suppress(OSError):  # only root or a member may chgrp: then keep ours
+                    os.chown(self.path, -1, gid)
+            os.chmod(self.path, SOCKET_MODE)
             self._inode = os.stat(self.path).st_ino
         except OSError as exc:
-            raise ControlError(f"cannot serve the control socket {self.path}: {exc}") from exc
+            raise ControlError(f"cannot serve the control socket {self.path}: {exc.strerror or exc}") from exc
 
     async def close(self) -> None:
         """Stop serving and remove the socket file (only if it is still ours)."""
@@ -129,7 +207,8 @@ def query_status(path: Optional[str] = None, timeout_s: float = 3.0) -> Dict[str
 
     Raises ControlError with a message naming the path when no daemon answers.
     """
-    path = path or default_control_path()
+    path = path or client_control_path()
+    check_directory(os.path.dirname(path) or ".")
     data = bytearray()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)
@@ -137,7 +216,10 @@ def query_status(path: Optional[str] = None, timeout_s: float = 3.0) -> Dict[str
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(f"no tsq daemon is running (nothing listens on {path}); "
-                               "start `tsq sync` or give --control PATH") from None
+                               "start `tsq gateway` / `tsq sync` or give --control PATH") from None
+        except PermissionError:
+            raise ControlError(f"permission denied on {path}: the status is readable by root and the "
+                               f"{SERVICE_NAME!r} group (sudo usermod -aG {SERVICE_NAME} $USER)") from None
         except OSError as exc:
             reason = exc.strerror or exc
             raise ControlError(f"cannot connect to the control socket {path}: {reason}") from None
