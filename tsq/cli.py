@@ -19,6 +19,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("query", "tsq.quic.query"),
     ("sync", "tsq.gateway.sync_cli"),
     ("status", "tsq.gateway.status_cli"),
+    ("waitsync", "tsq.gateway.waitsync_cli"),
+    ("pin", "tsq.quic.pin_cli"),
     ("bridge", "tsq.bridge.cli"),
     ("report", "tsq.report"),
     ("demo", "tsq.demo"),

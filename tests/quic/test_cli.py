@@ -1,4 +1,4 @@
-"""`tsq server` / `python -m tsq.server` and `tsq query` as real processes on loopback."""
+"""`tsq server` and `tsq query` as real processes on loopback."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def start_server(args: List[str]) -> Tuple[subprocess.Popen[str], int, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tsq.server", "--listen", "127.0.0.1:0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "tsq", "server", "--listen", "127.0.0.1:0", "--ephemeral",
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout is not None
     pin, port = "", 0
     deadline = time.monotonic() + 30
@@ -115,7 +115,7 @@ def test_server_with_ca_signed_cert_and_signing_key(tmp_path: os.PathLike[str]) 
 
 
 def test_server_rejects_bad_options() -> None:
-    out = subprocess.run([sys.executable, "-m", "tsq.server", "--clock", "sundial"],
+    out = subprocess.run([sys.executable, "-m", "tsq", "server", "--ephemeral", "--clock", "sundial"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 2 and "sundial" in out.stderr
 

@@ -208,7 +208,11 @@ def query_status(path: Optional[str] = None, timeout_s: float = 3.0) -> Dict[str
     Raises ControlError with a message naming the path when no daemon answers.
     """
     path = path or client_control_path()
-    check_directory(os.path.dirname(path) or ".")
+    directory = os.path.dirname(path) or "."
+    if not os.path.exists(directory):
+        raise ControlError(f"no tsq daemon is running (nothing listens on {path}); "
+                           "start `tsq gateway` / `tsq sync` or give --control PATH")
+    check_directory(directory)
     data = bytearray()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)

@@ -9,11 +9,13 @@ import multiprocessing
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from tsq import wire
 from tsq.auth import KeyFileError, load_signer
 from tsq.quic.client import parse_server
+from tsq.quic.identity import default_state_dir, load_or_create
 from tsq.quic.server import ServedClock, ServerConfig, TsqServer, load_pem_pair
 from tsq.quic.trust import generate_self_signed, spki_pin_pem
 
@@ -27,10 +29,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "one UDP port, kernel RX stamps for T2, T3 stamped into the packet as it is encrypted.",
     )
     p.add_argument("--listen", default="[::]:443", metavar="HOST:PORT", help="address (default [::]:443)")
-    p.add_argument("--cert", help="certificate chain (PEM); without it an ephemeral self-signed one")
+    p.add_argument("--cert", help="certificate chain (PEM); without it the server's own self-signed "
+                   "identity, made once in --state-dir and reused (a stable pin)")
     p.add_argument("--key", help="private key (PEM) of --cert")
     p.add_argument("--name", action="append", default=[],
-                   help="DNS name / IP for the ephemeral certificate (repeatable; default localhost)")
+                   help="DNS name / IP for the self-signed certificate (repeatable; default localhost)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the self-signed identity lives (default $STATE_DIRECTORY, /var/lib/tsq or "
+                        "~/.local/state/tsq)")
+    p.add_argument("--ephemeral", action="store_true",
+                   help="a throw-away self-signed certificate instead (its pin changes at every start)")
     p.add_argument("--clock", default="realtime", help="time source: realtime, tai or phc:/dev/ptpN")
     p.add_argument("--clock-offset", type=float, default=0.0, metavar="SECONDS",
                    help="calibration added to all served time (like chrony's offset)")
@@ -82,13 +90,19 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     ServedClock(args.clock).close()  # fail early on an unknown clock or a missing PHC
     if args.key and not args.cert:
         raise ValueError("--key needs --cert")
+    names = args.name or ["localhost", "127.0.0.1", "::1"]
     if args.cert:
         cert_pem, key_pem = load_pem_pair(args.cert, args.key or args.cert)  # or one combined PEM
-    else:
-        names = args.name or ["localhost", "127.0.0.1", "::1"]
+        print(f"certificate {args.cert}; pin {spki_pin_pem(cert_pem)}", flush=True)
+    elif args.ephemeral:
         cert_pem, key_pem = generate_self_signed(names)
         print(f"ephemeral self-signed certificate for {', '.join(names)}; pin {spki_pin_pem(cert_pem)}",
               flush=True)
+    else:
+        state = Path(args.state_dir) if args.state_dir else default_state_dir()
+        cert_pem, key_pem, pin, created = load_or_create(state, names)
+        how = "created" if created else "reused"
+        print(f"self-signed identity {state / 'cert.pem'} ({how}); pin {pin}", flush=True)
     signer = load_signer(args.sign_key, args.key_id) if args.sign_key else None
     time_source = None
     if args.stratum is not None:
@@ -97,7 +111,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     if args.clock_class is not None:
         quality = wire.ClockQuality(args.clock_class, args.clock_error_us, args.clock_drift_ppb,
                                     args.clock_tag)
-    return ServerConfig(
+    config = ServerConfig(
         cert_pem=cert_pem, key_pem=key_pem, host=host, port=port, clock=args.clock,
         clock_offset_ns=round(args.clock_offset * 1e9), datagrams=not args.no_datagrams,
         legacy_alpn=args.legacy_alpn, signer=signer, metadata=_metadata(args.metadata),
@@ -109,6 +123,11 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         stats_interval_s=args.stats_interval, log_addresses=args.log_addresses,
         reuse_port=args.workers > 1,
     )
+    try:
+        config.policy().check()   # an option no response can carry is the operator's error, now
+    except wire.WireError as exc:
+        raise ValueError(f"server options cannot be sent to clients: {exc}") from None
+    return config
 
 
 async def serve(config: ServerConfig, ready: Optional[str] = None) -> None:

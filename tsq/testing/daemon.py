@@ -27,6 +27,7 @@ from tsq.testing.relay import Impairment
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
 _RELAY = re.compile(r"^relay (\S+):(\d+) -> ")
+_PIN = re.compile(r"pin (sha256/\S+)")
 _P = TypeVar("_P", bound="_Proc")
 
 
@@ -123,12 +124,24 @@ class _Proc:
 class ServerProcess(_Proc):
     """`tsq server` on 127.0.0.1 with the test PKI's certificate; `clock_offset` makes it lie."""
 
+    pin = ""
+
     def __init__(self, pki: TestPki, port: int = 0, clock_offset: float = 0.0,
                  extra: Sequence[str] = (), timeout: float = 20.0) -> None:
         super().__init__([sys.executable, "-m", "tsq", "server", "--listen", f"127.0.0.1:{port}",
                           "--cert", pki.server_cert, "--key", pki.server_key,
                           "--clock-offset", repr(clock_offset), "--stats-interval", "0", *extra])
         self._listen_on(_LISTENING, timeout)
+
+    @classmethod
+    def without_certificate(cls, state_dir: str, timeout: float = 20.0) -> ServerProcess:
+        """`tsq server --state-dir DIR` (its own self-signed identity); `pin` is what it printed."""
+        proc = cls.__new__(cls)
+        _Proc.__init__(proc, [sys.executable, "-m", "tsq", "server", "--listen", "127.0.0.1:0",
+                              "--state-dir", state_dir, "--stats-interval", "0"])
+        proc.pin = proc.wait_line(_PIN, timeout).group(1)
+        proc._listen_on(_LISTENING, timeout)
+        return proc
 
     def kill(self) -> None:
         """SIGKILL: the server vanishes without closing its connections."""
