@@ -19,6 +19,7 @@ from tsq import clock
 from tsq.auth import Verifier, load_verify_key
 from tsq.fieldlog import GATEWAY_MODEL_FIELDS, GATEWAY_SAMPLE_FIELDS, FieldLog
 from tsq.gateway.control import ControlServer, default_control_path
+from tsq.gateway.notify import SystemdNotifier
 from tsq.gateway.status_cli import summary_line
 from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
 from tsq.outputs.refclock import RefclockOutput
@@ -73,6 +74,7 @@ class SyncConfig:
     timeout_s: float = 1.0
     connect_timeout_s: float = 3.0
     backoff_max_s: float = 64.0
+    ready_timeout_s: float = 90.0      # systemd READY=1 at the first synchronisation, or after this
     quiet: bool = False
 
 
@@ -121,6 +123,7 @@ class SyncRunner:
         self._last_update_raw: Optional[int] = None
         self._last_update_real: Optional[int] = None
         self.updates = 0
+        self.notifier = SystemdNotifier()
         self.control_path = config.control_path or default_control_path()
         self.refclock: Optional[RefclockOutput] = None
         if config.refclock_sock:
@@ -210,6 +213,7 @@ class SyncRunner:
             finally:
                 await cancel_and_wait(tasks)
         finally:
+            self.notifier.stopping()
             for client in self._clients.values():
                 with contextlib.suppress(Exception):
                     await client.close()
@@ -265,8 +269,15 @@ class SyncRunner:
             self._update(now)
 
     async def _tick_loop(self) -> None:
+        started = clock.raw_ns()
         while True:
-            self._update(clock.raw_ns())
+            now = clock.raw_ns()
+            self._update(now)
+            self.notifier.watchdog()
+            if not self.notifier.ready_sent and now - started >= self.config.ready_timeout_s * NS_PER_S:
+                # Boot must go on without time: say ready, and say why it is not synchronised.
+                self.notifier.ready(f"not synchronised after {self.config.ready_timeout_s:g} s: "
+                                    f"{self.engine.model.reason}")
             if self.config.metrics_file:
                 try:
                     write_metrics_file(self.config.metrics_file, render_metrics(self.status()))
@@ -311,6 +322,10 @@ class SyncRunner:
                 line += f"; system clock NOT adjusted: {exc}"
         if not self.config.quiet:
             log.info("%s", line)
+        if st["state"] == "synchronised":
+            self.notifier.ready(line)
+        else:
+            self.notifier.status(line)
 
     def _log_sample(self, ex: Exchange, outcome: SampleOutcome, now_raw: int) -> None:
         """One gateway-samples line per accepted sample (offsets relative to the model)."""
