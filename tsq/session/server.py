@@ -268,7 +268,8 @@ class ServerSession:
         self._streams.pop(stream_id, None)
         self._done.add(stream_id)
         if len(self._done) > 1024:  # stream ids only grow: forget the oldest
-            self._done = {s for s in self._done if s > max(self._done) - 4096}
+            floor = max(self._done) - 4096
+            self._done = {s for s in self._done if s > floor}
 
     # ------------------------------------------------------------------------------ answering
     def _request(self, data: bytes, t2_unix: int, now_s: float, stream_id: Optional[int]) -> List[Action]:
