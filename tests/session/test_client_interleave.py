@@ -118,7 +118,7 @@ def test_a_report_in_a_response_that_fails_the_nonce_check_is_not_used(make_link
     job, _previous, nonce = warm_then_sample(link)
     report = kit.format_xleave(nonce, link.utc - MS)
     out = link.sent[-1]
-    link.stream(out, [link.reply(out, nonce=bytes(16), metadata=(("xleave-tx", report),))])
+    link.stream(out, [link.reply(out, nonce=bytes(16), metadata=(("xleave-tx", report),))], fin=True)
     done = link.done(job)
     assert isinstance(done.error, TsqInvalidResponse) and not done.interleaved
     assert not link.client.xleave_seen

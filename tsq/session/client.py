@@ -165,6 +165,7 @@ class _Pending:
     mode: str
     purpose: str
     expect: Expectation
+    auto: bool = False                   # the mode was chosen by the session ("auto"), not the caller
     sent_raw: Optional[int] = None       # user-space T1 (raw ns read right before the send)
     t1_kernel: Optional[int] = None      # kernel TX stamp, raw ns
     deadline: Optional[int] = None
@@ -396,7 +397,7 @@ class ClientSession:
         if ask.purpose == "fire":
             self._outgoing.append(Outgoing(key, mode, data, needle))
             return _Answer(None, b"")
-        p = _Pending(key, job, nonce, mode, ask.purpose, expect)
+        p = _Pending(key, job, nonce, mode, ask.purpose, expect, auto=ask.mode == "auto")
         p.deadline = now.raw_ns + self.response_timeout_ns()
         self._pending[key] = p
         if mode == "datagram" and nonce:
@@ -596,7 +597,7 @@ class ClientSession:
         discarded = f"; {self.discarded_responses} response(s) discarded" if self.discarded_responses else ""
         waited = ((p.deadline or 0) - (p.sent_raw if p.sent_raw is not None else now.raw_ns)) / NS_PER_S
         timeout = TsqTimeout(f"{self.name}: no {p.mode} response within {max(waited, 0.0):.3g} s{discarded}")
-        if p.mode == "datagram" and p.purpose != "raw":
+        if p.mode == "datagram" and p.auto:
             self.datagram_unanswered += 1
             if (self.datagram_answers == 0 and self.datagram_unanswered >= DATAGRAM_FALLBACK_TIMEOUTS
                     and silent < STALL_SILENCE_NS and not self.datagrams_fell_back):

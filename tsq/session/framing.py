@@ -10,8 +10,8 @@ T4.
 - A **request** is complete when it parses as a request (Nonce first).
 - A **response** is complete when it parses and holds what the request asked for: an Error TLV (plus
   the Signature Block when one was required), or Nonce, Receive and Send Timestamp; plus, when the
-  request asked for Precision Mode and the server acknowledged it, as many bytes as the request had;
-  plus the Signature Block when the client requires one. Metadata is not waited for: a server MAY
+  request asked for Precision Mode, as many bytes as the request had (or its Padding, or a Signature
+  Block: it is then whole); plus the Signature Block when the client requires one. Metadata is not waited for: a server MAY
   omit it (§6.3.2), so no rule could tell "not yet" from "never".
 - FIN completes whatever has arrived (then a parse error is an error, not "not yet").
 - Beyond `MAX_REQUEST_BYTES` / `MAX_RESPONSE_BYTES` a stream is abuse, not a message.
@@ -57,8 +57,11 @@ def response_complete(data: bytes, expect: Expectation) -> bool:
         return resp.signature is not None or not expect.signature
     if expect.signature and resp.signature is None:
         return False
-    if expect.precision and resp.precision:
-        # An acknowledged Precision Mode response is padded to the request's length (§6.4); the
-        # server may send it unpadded only when equality is impossible, i.e. when it is longer.
+    if expect.precision:
+        # A Precision Mode response is padded to the request's length (§6.4) or, when that is
+        # impossible, longer. Bytes that parse but are shorter may be a response cut after T3 (the
+        # ack and padding still to come) or one from a server that declined the mode: only its FIN
+        # can tell, so wait for it — which costs time, never accuracy (T4 stays the packet of the
+        # last byte).
         return len(data) >= expect.request_size or resp.padding > 0 or resp.signature is not None
     return True

@@ -50,7 +50,7 @@ class ServerPolicy:
         so a bad option is the operator's error message, not every client's "malformed request")."""
         probe = wire.Request(nonce=bytes(wire.NONCE_SIZE), precision=True, metadata_query=True,
                              signature_request=self.signer is not None)
-        self.builder(probe, 0, 512, ((XLEAVE_RESPONSE_KEY, format_xleave(bytes(16), 0)),))
+        self.builder(probe, 0, 512, ((XLEAVE_RESPONSE_KEY, format_xleave(bytes(16), 0)),)).finish()
 
     def builder(self, req: wire.Request, t2_ntp: int, request_size: int,
                 extra_metadata: Tuple[Tuple[str, str], ...] = ()) -> wire.ResponseBuilder:

@@ -32,6 +32,6 @@ def find_xleave(metadata: Sequence[Tuple[str, str]]) -> Optional[str]:
 def parse_xleave(value: str, nonce: bytes, pivot_unix_ns: int) -> Optional[int]:
     """The reported TX time (unix ns) if `value` names `nonce`, else None (also when malformed)."""
     prev_nonce, sep, ts = value.partition(":")
-    if not sep or prev_nonce != nonce.hex() or not 1 <= len(ts) <= 16 or ts.strip(_HEX):
+    if not sep or prev_nonce.lower() != nonce.hex() or not 1 <= len(ts) <= 16 or ts.strip(_HEX):
         return None
     return ntp64_to_unix_ns(int(ts, 16), pivot_unix_ns)
