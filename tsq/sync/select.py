@@ -37,6 +37,8 @@ class Selection:
     reason: str
     offset_ns: Optional[int] = None   # combined UTC - raw
     bound_ns: Optional[float] = None  # |combined - truth| <= bound while the truechimers are right
+    lo_ns: Optional[int] = None       # the hull [lo, hi] that holds the truth while they are right
+    hi_ns: Optional[int] = None
     freq_ppb: Optional[float] = None
     freq_se_ppb: Optional[float] = None
     selected: Optional[str] = None    # the best survivor (smallest distance)
@@ -113,5 +115,6 @@ def select(cands: Sequence[Candidate], quorum: int) -> Selection:
     best_src = min(survivors, key=lambda c: (c.distance_ns, c.stratum if c.stratum is not None else 16))
     return Selection(
         True, f"{len(survivors)} of {quorum} sources agree", offset_ns=combined, bound_ns=bound,
+        lo_ns=lo, hi_ns=hi,
         freq_ppb=freq, freq_se_ppb=math.sqrt(1.0 / ftotal), selected=best_src.name,
         combined=tuple(c.name for c in survivors), falsetickers=liars)
