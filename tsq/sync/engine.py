@@ -55,7 +55,7 @@ class EngineConfig:
     max_clock_error_ppb: float = 1000.0    # oscillator wander allowance = holdover growth (+3 se)
     max_distance_ns: int = 3 * NS_PER_S    # chrony's maxdistance: a source farther is unusable
     max_holdover_growth_ns: int = 100_000_000   # bound grown this far past the last update: unsynchronised
-    holdover_after_s: Optional[float] = None   # backstop, default 6 x 2**maxpoll (reach acts sooner)
+    holdover_after_s: Optional[float] = None   # backstop, default 10 x 2**maxpoll (reach acts sooner)
     minsources: int = 1                    # agreeing sources needed for any update (chrony's minsources)
     unreachable_polls: int = 2             # unanswered polls in a row: unreachable (clean path) ...
     unreachable_chance: float = 0.001      # ... or, on a lossy path, a run this unlikely by chance
@@ -164,7 +164,10 @@ class Engine:
         if cfg.minsources < 1:
             raise ValueError(f"minsources {cfg.minsources} < 1")
         self.config = cfg
-        holdover = cfg.holdover_after_s if cfg.holdover_after_s is not None else 6.0 * 2.0 ** cfg.maxpoll
+        # Reachability moves the state within a few polls; this backstop only catches a source that
+        # answers but whose samples are all rejected: the reach register's 8 polls and two more.
+        holdover = (cfg.holdover_after_s if cfg.holdover_after_s is not None
+                    else (REACH_BITS + 2) * 2.0 ** cfg.maxpoll)
         self.model = ClockModel(ModelConfig(
             max_clock_error_ppb=cfg.max_clock_error_ppb, max_bound_ns=cfg.max_distance_ns,
             max_holdover_growth_ns=cfg.max_holdover_growth_ns, holdover_after_ns=int(holdover * NS_PER_S)))

@@ -6,7 +6,8 @@ Time is simulated; nothing sleeps, so hours run in seconds. Everything is determ
   (ppm), a random walk of that frequency (wander) and frequency steps (a temperature jump).
 - `SimServer`: a TSQ server whose clock is truth plus a constant error (a liar), steps, stamp noise;
   it can be down for periods, and may send Clock Quality / Time Source / Metadata advisories.
-- `SimPath`: one-way delays both ways (asymmetry), exponential queueing jitter, loss.
+- `SimPath`: one-way delays both ways (asymmetry), exponential queueing jitter, loss, and bursts of
+  extra delay (an LTE-like link, tsq.testing.bursts).
 - `Simulation`: runs an `Engine` against them the way `tsq sync` does (poll when `next_poll` says,
   `on_exchange`/`on_timeout`, `update` after each and every second) and records, every
   `eval_every_s`, the model's error against truth and whether the bound contained it.
@@ -26,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
 from tsq.sync.exchange import Exchange
+from tsq.testing.bursts import BurstSchedule
 
 NS_PER_S = 1_000_000_000
 START_UNIX_NS = 1_795_000_000 * NS_PER_S     # late 2026
@@ -111,6 +113,25 @@ class SimPath:
     jitter_ns: float = 0.0                 # mean of the exponential queueing delay added per leg
     loss: float = 0.0                      # probability an exchange is lost
     uniform_jitter_ns: float = 0.0         # ± uniform per leg on top (what tsq.testing.relay adds)
+    # Bursty delay (tsq.testing.bursts, an LTE-like link): bursts start every `burst_every_s` on
+    # average (0: never), last `burst_length_s` on average, and add an exponential delay of mean
+    # `burst_delay_ns` to each leg inside one. Each leg has its own schedule, so bursts are asymmetric.
+    burst_every_s: float = 0.0
+    burst_length_s: float = 2.0
+    burst_delay_ns: float = 0.0
+    burst_seed: int = 1
+    _bursts: Dict[str, BurstSchedule] = field(default_factory=dict, repr=False, compare=False)
+
+    def burst_extra_ns(self, leg: str, elapsed_s: float) -> float:
+        """Extra delay of a packet on `leg` ("fwd" or "back") sent `elapsed_s` into the run."""
+        if not self.burst_every_s:
+            return 0.0
+        schedule = self._bursts.get(leg)
+        if schedule is None:
+            schedule = self._bursts[leg] = BurstSchedule(
+                self.burst_every_s, self.burst_length_s, self.burst_delay_ns / NS_PER_S,
+                seed=f"{self.burst_seed}:{leg}")
+        return schedule.extra_s(elapsed_s) * NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -249,6 +270,8 @@ class Simulation:
         if path.uniform_jitter_ns:
             fwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
             bwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
+        fwd += path.burst_extra_ns("fwd", self._elapsed(t))
+        bwd += path.burst_extra_ns("back", self._elapsed(t + round(fwd)))
         t2_true = t + round(fwd)
         t3_true = t2_true + server.turnaround_ns
         t4_true = t3_true + round(bwd)
