@@ -9,6 +9,10 @@ The frequency is the model's `d(UTC - raw)/d(raw)` with its standard error, stam
 (realtime) and raw instants it was measured at. Only UTC carries over a reboot (CLOCK_MONOTONIC_RAW
 restarts from zero), so a record's age is measured in UTC.
 
+What is saved is a long-baseline frequency (`FrequencyTracker`): a line through the model's offset
+sampled once a minute over up to two hours, far more precise than the regression window's (a few
+minutes through a jittery path). Until that line has enough points, the model's own is saved.
+
 Freshness: the crystal wanders while the gateway is off, so the uncertainty grows with age as a
 random walk, `se(age) = sqrt(se_saved^2 + (wander x sqrt(age_s))^2)` with `wander` 1 ppb/sqrt(s)
 (60 ppb after an hour, 0.3 ppm after a day). The record is trusted while that is still below the
@@ -22,8 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Deque, Optional, Tuple
 
 NS_PER_S = 1_000_000_000
 FORMAT = "tsq-drift-1"
@@ -94,3 +99,39 @@ def judge(record: DriftRecord, realtime_ns: int, wander_ppb_per_rt_s: float,
         return None, (f"{head} ignored: {age_s / 3600:.1f} h old, uncertainty grown to "
                       f"{se / 1000.0:.3f} ppm > {max_se_ppb / 1000.0:.3f} ppm")
     return se, f"{head} ± {se / 1000.0:.3f} ppm used ({age_s:.0f} s old)"
+
+
+class FrequencyTracker:
+    """The raw clock's frequency over a long baseline: a least-squares line through the model's offset
+    (UTC - raw) taken at most once per `every_s`, the last `points` of them.
+
+    Neighbouring points come from overlapping regression windows, so their errors are correlated and
+    the residual scatter understates them; the standard error is doubled for it. A model step larger
+    than its bound starts the line again."""
+
+    def __init__(self, every_s: float = 60.0, points: int = 120, min_points: int = 5) -> None:
+        self.every_ns = int(every_s * NS_PER_S)
+        self.min_points = min_points
+        self.points: Deque[Tuple[int, int]] = deque(maxlen=points)
+
+    def add(self, raw_ns: int, offset_ns: int, stepped: bool) -> None:
+        if stepped:
+            self.points.clear()
+        if self.points and raw_ns - self.points[-1][0] < self.every_ns:
+            return
+        self.points.append((raw_ns, offset_ns))
+
+    def estimate(self) -> Optional[Tuple[float, float]]:
+        """(freq_ppb, se_ppb) of the line, None with fewer than `min_points` points."""
+        n = len(self.points)
+        if n < self.min_points:
+            return None
+        r0, o0 = self.points[0]
+        xs = [(r - r0) / NS_PER_S for r, _ in self.points]
+        ys = [float(o - o0) for _, o in self.points]
+        mx, my = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mx) ** 2 for x in xs)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        resid = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys))
+        se = 2.0 * math.sqrt(resid / (n - 2) / sxx)
+        return b, se

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from tsq.sync.drift import DriftRecord, judge
+from tsq.sync.drift import DriftRecord, FrequencyTracker, judge
 from tsq.sync.exchange import Exchange, SampleRejected, check
 from tsq.sync.filter import FilterConfig, Sample, SourceEstimate, SourceFilter
 from tsq.sync.model import (
@@ -184,6 +184,7 @@ class Engine:
         self._drift: Optional[DriftRecord] = None   # imported, to re-judge once UTC is known
         self._prior: Optional[Tuple[float, float]] = None
         self.drift_verdict: Optional[str] = None
+        self.frequency = FrequencyTracker()
 
     # ------------------------------------------------------------------------------ sources
     def add_source(self, name: str) -> None:
@@ -340,8 +341,11 @@ class Engine:
             if sel.selected is not None:
                 self.sources[sel.selected].selection = "selected"
             self.agreeing = sel.combined
+            iv = self.model.interval_ns(now_raw)
+            stepped = iv is not None and not iv[0] <= sel.offset_ns <= iv[1]
             self.model.update(now_raw, sel.offset_ns, sel.freq_ppb, sel.freq_se_ppb, sel.bound_ns,
                               self._leap(sel.combined), reason)
+            self.frequency.add(now_raw, sel.offset_ns, stepped)
             self._rejudge_drift(now_raw)
         else:
             self.agreeing = ()
@@ -425,13 +429,16 @@ class Engine:
 
     # ------------------------------------------------------------------------------ drift
     def export_drift(self, now_raw: int, realtime_now_ns: int) -> Optional[DriftRecord]:
-        """The frequency worth saving (None unless synchronised), stamped with the model's UTC and
-        raw instant of the last update; the system clock only when the model has no UTC yet."""
+        """The frequency worth saving, stamped with the model's UTC and raw instant of its last
+        update (None while unsynchronised: there is nothing measured to save)."""
         model = self.model
-        if not model.is_synchronised(now_raw):
+        if model.raw_ref is None or model.expired(now_raw):
             return None
-        assert model.raw_ref is not None
-        return DriftRecord(model.freq_ppb, model.freq_se_ppb, model.raw_ref + model.offset_ref, model.raw_ref)
+        freq, se = model.freq_ppb, model.freq_se_ppb
+        long_line = self.frequency.estimate()
+        if long_line is not None and long_line[1] < se:
+            freq, se = long_line
+        return DriftRecord(freq, se, model.raw_ref + model.offset_ref, model.raw_ref)
 
     def import_drift(self, record: DriftRecord, now_raw: int, realtime_now_ns: int) -> str:
         """Start every source's frequency from a saved record if it is fresh (tsq.sync.drift); the
