@@ -264,10 +264,9 @@ class Engine:
             return self._outcome(src, ex, False, f"§6.6: {exc}", mid, offset, delay, model_offset)
         verdict = src.filter.add(Sample(mid, offset, delay))
         est = src.filter.estimate(mid)
-        jitter = 0.0
-        if est is not None:
-            # A sample with excess delay may miss by half of it without anything being wrong.
-            jitter = max(est.jitter_ns, (delay - est.min_delay_ns) / 2, self._filter_config.sigma_floor_ns)
+        assert est is not None                   # the first sample is always kept, and never dropped
+        # A sample with excess delay may miss by half of it without anything being wrong.
+        jitter = max(est.jitter_ns, (delay - est.min_delay_ns) / 2, self._filter_config.sigma_floor_ns)
         src.poll.on_sample(now_raw, verdict.accepted, verdict.prediction_error_ns, jitter,
                            step=verdict.reason.startswith("step"))
         if verdict.accepted:
@@ -338,8 +337,8 @@ class Engine:
             assert sel.freq_ppb is not None and sel.freq_se_ppb is not None
             for name in sel.combined:
                 self.sources[name].selection = "combined"
-            if sel.selected is not None:
-                self.sources[sel.selected].selection = "selected"
+            assert sel.selected is not None
+            self.sources[sel.selected].selection = "selected"
             self.agreeing = sel.combined
             iv = self.model.interval_ns(now_raw)
             stepped = iv is not None and not iv[0] <= sel.offset_ns <= iv[1]
@@ -367,12 +366,12 @@ class Engine:
         """The selection to apply (decided or not) and the reason in words."""
         cfg = self.config
         n, quorum, reachable = len(self.sources), self.quorum, self.reachable_count()
+        if reachable == 0:
+            return Selection(False, "no reachable source"), "no answer from any source"
+        if reachable < cfg.minsources:
+            return (Selection(False, "too few sources"),
+                    f"only {reachable} of {n} sources reachable, minsources {cfg.minsources}")
         if not cands:
-            if reachable == 0:
-                return Selection(False, "no reachable source"), "no answer from any source"
-            if reachable < cfg.minsources:
-                return (Selection(False, "too few sources"),
-                        f"only {reachable} of {n} sources reachable, minsources {cfg.minsources}")
             return (Selection(False, "no usable source"),
                     f"{reachable} of {n} sources reachable, none usable yet")
         sel = select(cands, n)
@@ -392,9 +391,6 @@ class Engine:
             return Selection(False, sel.reason), f"cannot decide: no {quorum} of {n} sources agree"
         trusted = [c for c in cands if not self.sources[c.name].distrusted]
         if len(trusted) < cfg.minsources:
-            if reachable < cfg.minsources:
-                return (Selection(False, "too few sources"),
-                        f"only {reachable} of {n} sources reachable, minsources {cfg.minsources}")
             liars = [c.name for c in cands if self.sources[c.name].distrusted]
             return (Selection(False, "distrusted"),
                     f"no {quorum} of {n} sources agree, and {_names(liars)} stays a falseticker until "
@@ -404,9 +400,6 @@ class Engine:
         if not sub.decided or sub.falsetickers:
             return (Selection(False, sub.reason),
                     f"cannot decide: no {quorum} of {n} sources agree, and the others disagree")
-        if len(sub.combined) < cfg.minsources:
-            return (Selection(False, sub.reason),
-                    f"only {len(sub.combined)} of {n} sources agree, minsources {cfg.minsources}")
         assert sub.lo_ns is not None and sub.hi_ns is not None and sub.offset_ns is not None
         lo, hi = max(sub.lo_ns, model_iv[0]), min(sub.hi_ns, model_iv[1])
         if lo > hi:
@@ -470,12 +463,8 @@ class Engine:
         assert utc is not None                   # called right after a successful update
         se, verdict = judge(record, utc, self.config.drift_wander_ppb_per_rt_s,
                             self.config.max_clock_error_ppb)
-        if se is None:
-            self.drift_verdict = verdict + " (by the model's UTC)"
-            self._set_prior(None)
-        elif self._prior is not None and se > self._prior[1]:
-            self.drift_verdict = verdict + " (by the model's UTC)"
-            self._set_prior((record.freq_ppb, se))
+        self.drift_verdict = verdict + " (by the model's UTC)"
+        self._set_prior(None if se is None else (record.freq_ppb, se))
 
     # ------------------------------------------------------------------------------ status
     def poll_s(self) -> Optional[float]:

@@ -59,23 +59,23 @@ def intersect(cands: Sequence[Candidate], needed: int) -> Optional[Tuple[int, in
         edges.append((mid - c.distance_ns, -1))   # starts sort before ends: touching counts
         edges.append((mid + c.distance_ns, +1))
     edges.sort()
-    lo: Optional[float] = None
-    count = 0
-    for x, kind in edges:
-        count -= kind
-        if count >= needed:
-            lo = x
-            break
+    lo = _first_covered(edges, needed, -1)
     if lo is None:
         return None
-    hi = lo
-    count = 0
-    for x, kind in reversed(edges):
-        count += kind
-        if count >= needed:
-            hi = x
-            break
+    hi = _first_covered(edges[::-1], needed, +1)
+    assert hi is not None                 # covered from the left means covered from the right
     return ref + math.floor(lo), ref + math.ceil(hi)
+
+
+def _first_covered(edges: Sequence[Tuple[float, int]], needed: int, sign: int) -> Optional[float]:
+    """Sweep `edges` in order; the first x where `needed` intervals overlap (sign: -1 counts starts
+    up, for the left-to-right sweep; +1 for the right-to-left one)."""
+    count = 0
+    for x, kind in edges:
+        count += sign * kind
+        if count >= needed:
+            return x
+    return None
 
 
 def select(cands: Sequence[Candidate], quorum: int) -> Selection:
