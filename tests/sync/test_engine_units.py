@@ -189,3 +189,28 @@ def test_select_with_nobody() -> None:
 def first(x: Optional[int]) -> int:
     assert x is not None
     return x
+
+
+def test_a_source_coming_back_without_a_fresh_sample_does_not_confirm_the_model() -> None:
+    e = Engine()
+    t = 10 * NS
+    for name in "abc":
+        feed(e, name, t)
+    t += 5 * NS
+    assert e.update(t) is not None and e.model.is_synchronised(t)
+    for k in (1, 2):
+        for name in "abc":
+            e.on_timeout(name, t + k * NS)
+    up = e.update(t + 3 * NS)
+    assert up is not None and not up.decided and up.state == "holdover"
+    # a and b answer again, but with exchanges §6.6 rejects: reachable again, nothing measured.
+    for name in "ab":
+        bad = Exchange(name, "datagram", t + 4 * NS, BASE + t + 4 * NS + 60_000, BASE + t + 4 * NS + 50_000,
+                       t + 4 * NS + 100_000)
+        assert not e.on_exchange(bad, t + 4 * NS + 100_000).accepted
+    up = e.update(t + 5 * NS)
+    assert up is not None and not up.decided and up.state == "holdover"
+    assert e.tracking(t + 5 * NS, BASE + t).reachable == 2
+    feed(e, "a", t + 6 * NS, count=1)                 # a fresh sample: confirmed again
+    up = e.update(t + 7 * NS)
+    assert up is not None and up.decided and up.state == "synchronised"

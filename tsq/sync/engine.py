@@ -180,7 +180,8 @@ class Engine:
         self.sources: Dict[str, _Source] = {}
         self.last_selection: Optional[Selection] = None
         self.agreeing: Tuple[str, ...] = ()     # the sources that confirmed the model last
-        self._news = False
+        self._news = False                  # something for the next round: a sample or a voice came/went
+        self._fresh = False                 # an accepted sample since the last round
         self._drift: Optional[DriftRecord] = None   # imported, to re-judge once UTC is known
         self._prior: Optional[Tuple[float, float]] = None
         self.drift_verdict: Optional[str] = None
@@ -270,7 +271,7 @@ class Engine:
         src.poll.on_sample(now_raw, verdict.accepted, verdict.prediction_error_ns, jitter,
                            step=verdict.reason.startswith("step"))
         if verdict.accepted:
-            self._news = True
+            self._news = self._fresh = True
         return self._outcome(src, ex, verdict.accepted, verdict.reason, mid, offset, delay, model_offset)
 
     def _note_advisories(self, src: _Source, ex: Exchange) -> None:
@@ -319,7 +320,8 @@ class Engine:
         quorum finds it agreeing again."""
         if not self._news:
             return None
-        self._news = False
+        fresh = self._fresh
+        self._news = self._fresh = False
         cands: List[Candidate] = []
         for src in self.sources.values():
             est = self._usable(src, now_raw)
@@ -328,6 +330,11 @@ class Engine:
                                        est.freq_se_ppb, src.claimed_error_ns, src.stratum))
             src.selection = "unusable" if est is None else "candidate"
         sel, reason = self._decide(cands, now_raw)
+        unconfirmed = self.model.undecided_since is not None or self.model.raw_ref is None
+        if sel.decided and not fresh and unconfirmed:
+            # A source came or went but nothing was measured: a round may keep a confirmation, never
+            # give one (anchoring on extrapolated estimates would restart the holdover clock).
+            sel, reason = Selection(False, "no fresh sample"), self.model.reason
         self.last_selection = sel
         for src in self.sources.values():
             if src.distrusted:
@@ -340,15 +347,20 @@ class Engine:
             assert sel.selected is not None
             self.sources[sel.selected].selection = "selected"
             self.agreeing = sel.combined
-            iv = self.model.interval_ns(now_raw)
-            stepped = iv is not None and not iv[0] <= sel.offset_ns <= iv[1]
-            self.model.update(now_raw, sel.offset_ns, sel.freq_ppb, sel.freq_se_ppb, sel.bound_ns,
-                              self._leap(sel.combined), reason)
-            self.frequency.add(now_raw, sel.offset_ns, stepped)
-            self._rejudge_drift(now_raw)
+            self.model.reason = reason
+            if fresh:
+                iv = self.model.interval_ns(now_raw)
+                stepped = iv is not None and not iv[0] <= sel.offset_ns <= iv[1]
+                self.model.update(now_raw, sel.offset_ns, sel.freq_ppb, sel.freq_se_ppb, sel.bound_ns,
+                                  self._leap(sel.combined), reason)
+                self.frequency.add(now_raw, sel.offset_ns, stepped)
+                self._rejudge_drift(now_raw)
         else:
             self.agreeing = ()
             self.model.mark_undecided(now_raw, reason)
+        return self._update_record(now_raw, sel, reason)
+
+    def _update_record(self, now_raw: int, sel: Selection, reason: str) -> ModelUpdate:
         known = self.model.raw_ref is not None
         return ModelUpdate(
             raw_ns=now_raw, decided=sel.decided, reason=reason, state=self.model.state(now_raw),
