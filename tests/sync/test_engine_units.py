@@ -3,7 +3,7 @@ quorum arithmetic, and the corners the scenarios do not reach."""
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import pytest
 
@@ -186,11 +186,6 @@ def test_select_with_nobody() -> None:
     assert not sel.decided and sel.reason == "no usable source"
 
 
-def first(x: Optional[int]) -> int:
-    assert x is not None
-    return x
-
-
 def test_a_source_coming_back_without_a_fresh_sample_does_not_confirm_the_model() -> None:
     e = Engine()
     t = 10 * NS
@@ -213,4 +208,11 @@ def test_a_source_coming_back_without_a_fresh_sample_does_not_confirm_the_model(
     assert e.tracking(t + 5 * NS, BASE + t).reachable == 2
     feed(e, "a", t + 6 * NS, count=1)                 # a fresh sample: confirmed again
     up = e.update(t + 7 * NS)
-    assert up is not None and up.decided and up.state == "synchronised"
+    assert up is not None and up.decided and up.refreshed and up.state == "synchronised"
+    e.on_timeout("c", t + 8 * NS)                     # c was already unreachable: nothing new
+    assert e.update(t + 8 * NS) is None
+    while e.reachable(e.sources["b"]):               # its earlier misses made it look lossy: 3 now
+        t += NS
+        e.on_timeout("b", t + 8 * NS)
+    up = e.update(t + 9 * NS)                         # b leaves; a alone keeps the confirmation
+    assert up is not None and up.decided and not up.refreshed and up.state == "synchronised"

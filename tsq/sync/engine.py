@@ -98,6 +98,7 @@ class ModelUpdate:
     configured: int = 0                    # sources the engine was given
     reachable: int = 0                     # of those, answering
     agreeing: int = 0                      # of those, confirmed the model in this round
+    refreshed: bool = False                # the model was re-anchored on new samples (else only kept)
 
 
 @dataclass
@@ -358,9 +359,6 @@ class Engine:
         else:
             self.agreeing = ()
             self.model.mark_undecided(now_raw, reason)
-        return self._update_record(now_raw, sel, reason)
-
-    def _update_record(self, now_raw: int, sel: Selection, reason: str) -> ModelUpdate:
         known = self.model.raw_ref is not None
         return ModelUpdate(
             raw_ns=now_raw, decided=sel.decided, reason=reason, state=self.model.state(now_raw),
@@ -369,7 +367,8 @@ class Engine:
             freq_error_ppm=self.model.freq_error_ppm if known else None,
             error_bound_ns=self.model.error_bound_ns(now_raw), sources=len(sel.combined),
             selected=sel.selected, falsetickers=sel.falsetickers, leap=self.model.leap(),
-            configured=len(self.sources), reachable=self.reachable_count(), agreeing=len(self.agreeing))
+            configured=len(self.sources), reachable=self.reachable_count(), agreeing=len(self.agreeing),
+            refreshed=sel.decided and fresh)
 
     def reachable_count(self) -> int:
         return sum(1 for s in self.sources.values() if self.reachable(s))
