@@ -6,15 +6,16 @@
 Bursts start as a Poisson process (mean `every_s` between starts) and last an exponential time
 (mean `length_s`); inside one, every packet waits an extra exponential delay of mean `delay_s`
 (radio scheduling, retransmissions, a handover). The schedule is a function of time drawn lazily
-from its own seeded generator, so a simulation stays deterministic and the relay (tsq.testing.relay)
-and the simulator (tsq.testing.simclock.SimPath) share one model. Times must be asked in order
-per schedule only for the per-packet draws; the burst edges themselves do not depend on it.
+from its own seeded generator (the edges depend on the seed only, not on the order of the
+questions), so a simulation stays deterministic and the relay (tsq.testing.relay) and the
+simulator (tsq.testing.simclock.SimPath) share one model. The per-packet draws come from the
+caller's generator when one is given (the simulator's), else from the schedule's own.
 """
 
 from __future__ import annotations
 
 import random
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 
 class BurstSchedule:
@@ -44,8 +45,8 @@ class BurstSchedule:
                 return t_s < end
         return False
 
-    def extra_s(self, t_s: float) -> float:
+    def extra_s(self, t_s: float, rng: Optional[random.Random] = None) -> float:
         """The extra one-way delay of a packet sent at t_s."""
         if not self.in_burst(t_s) or self.delay_s == 0:
             return 0.0
-        return self._draws.expovariate(1.0 / self.delay_s)
+        return (rng or self._draws).expovariate(1.0 / self.delay_s)

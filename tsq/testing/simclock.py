@@ -120,18 +120,21 @@ class SimPath:
     burst_length_s: float = 2.0
     burst_delay_ns: float = 0.0
     burst_seed: int = 1
-    _bursts: Dict[str, BurstSchedule] = field(default_factory=dict, repr=False, compare=False)
+    _bursts: Dict[Tuple[object, str], BurstSchedule] = field(default_factory=dict, init=False, repr=False,
+                                                             compare=False)
 
-    def burst_extra_ns(self, leg: str, elapsed_s: float) -> float:
-        """Extra delay of a packet on `leg` ("fwd" or "back") sent `elapsed_s` into the run."""
+    def burst_extra_ns(self, leg: str, elapsed_s: float, run: object = 0,
+                       rng: Optional[random.Random] = None) -> float:
+        """Extra delay of a packet on `leg` ("fwd" or "back") sent `elapsed_s` into the run. The burst
+        times depend on (`burst_seed`, `run`, `leg`) only; the per-packet draw comes from `rng`."""
         if not self.burst_every_s:
             return 0.0
-        schedule = self._bursts.get(leg)
+        schedule = self._bursts.get((run, leg))
         if schedule is None:
-            schedule = self._bursts[leg] = BurstSchedule(
+            schedule = self._bursts[(run, leg)] = BurstSchedule(
                 self.burst_every_s, self.burst_length_s, self.burst_delay_ns / NS_PER_S,
-                seed=f"{self.burst_seed}:{leg}")
-        return schedule.extra_s(elapsed_s) * NS_PER_S
+                seed=f"{self.burst_seed}:{run}:{leg}")
+        return schedule.extra_s(elapsed_s, rng) * NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class Simulation:
         self.clock = clock
         self.servers = {s.name: (s, p) for s, p in servers}
         self.rng = random.Random(seed)
+        self._seed = seed
         self.timeout_ns = int(timeout_s * NS_PER_S)
         self.eval_ns = int(eval_every_s * NS_PER_S)
         self.mode = mode
@@ -270,8 +274,9 @@ class Simulation:
         if path.uniform_jitter_ns:
             fwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
             bwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
-        fwd += path.burst_extra_ns("fwd", self._elapsed(t))
-        bwd += path.burst_extra_ns("back", self._elapsed(t + round(fwd)))
+        run = (self._seed, server.name)         # each run and server its own burst times
+        fwd += path.burst_extra_ns("fwd", self._elapsed(t), run, rng)
+        bwd += path.burst_extra_ns("back", self._elapsed(t + round(fwd)), run, rng)
         t2_true = t + round(fwd)
         t3_true = t2_true + server.turnaround_ns
         t4_true = t3_true + round(bwd)
