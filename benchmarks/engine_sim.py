@@ -2,6 +2,7 @@
 
     python3 benchmarks/engine_sim.py [--hours H] [--seeds N]
     python3 benchmarks/engine_sim.py --relay [--seeds 20]   # benchmarks/engine.py's relay, simulated
+    python3 benchmarks/engine_sim.py --restart [--seeds 20] # the same relay: a restart with a drift file
 
 Each scenario runs the real Engine against tsq.testing.simclock (a drifting, wandering raw clock;
 servers with known errors; paths with delay, asymmetry, jitter and loss), evaluating the model once
@@ -17,7 +18,7 @@ import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from tsq.sync.engine import Engine
-from tsq.testing.simclock import LocalClock, SimPath, SimServer, Simulation, percentile
+from tsq.testing.simclock import START_UNIX_NS, LocalClock, SimPath, SimServer, Simulation, percentile
 
 Servers = Sequence[Tuple[SimServer, SimPath]]
 
@@ -52,6 +53,25 @@ def scenarios() -> Dict[str, Tuple[Callable[[int], LocalClock], Servers, str]]:
             lambda s: LocalClock(freq_ppm=25.0, wander_ppb_per_rt_s=0.3, seed=s),
             [(SimServer("a", down=[(1800.0, 5400.0)]), LAN)],
             "no answers from 1800 s to 5400 s"),
+        # Issue 13's field faults (added 2026-12; no earlier figures to compare with).
+        "lone liar (honest die)": (
+            lambda s: LocalClock(freq_ppm=17.0, wander_ppb_per_rt_s=0.5, seed=s),
+            [(SimServer("a", down=[(1800.0, 1e9)]), LOOPBACK), (SimServer("b", down=[(1800.0, 1e9)]), LAN),
+             (SimServer("liar", error_ns=100_000_000), LOOPBACK)],
+            "3 servers, one +100 ms; the honest two die at 1800 s: holdover, never the liar"),
+        "all 3 down 20 min": (
+            lambda s: LocalClock(freq_ppm=17.0, wander_ppb_per_rt_s=0.5, seed=s),
+            [(SimServer(n, down=[(1800.0, 3000.0)]), LOOPBACK) for n in "abc"],
+            "no answers from 1800 s to 3000 s"),
+        "geostationary 600 ms RTT": (
+            lambda s: LocalClock(freq_ppm=12.0, wander_ppb_per_rt_s=1.0, seed=s),
+            [(SimServer("a"), SimPath(300_000_000, jitter_ns=5_000_000))],
+            "300 ms each way, 5 ms jitter (the old fixed 100 ms limit never let it sync)"),
+        "LTE-like bursts": (
+            lambda s: LocalClock(freq_ppm=12.0, wander_ppb_per_rt_s=1.0, seed=s),
+            [(SimServer("a"), SimPath(20_000_000, back_delay_ns=30_000_000, jitter_ns=5_000_000, loss=0.02,
+                                      burst_every_s=20.0, burst_length_s=3.0, burst_delay_ns=200_000_000))],
+            "20/30 ms, 5 ms jitter, 2% loss, ~3 s bursts of +200 ms every ~20 s per leg"),
     }
 
 
@@ -80,13 +100,56 @@ def relay_windows(seeds: int, **engine_options: float) -> str:
     return "; ".join(parts)
 
 
+def restart_windows(seeds: int) -> str:
+    """p99 |error|: cold start's first minute, steady state (300-900 s), and the first minute after a
+    restart with the drift record exported at 900 s (30 s later, pooled over `seeds`)."""
+    from tsq.sync.drift import DriftRecord
+
+    pools: Dict[str, List[int]] = {"cold first minute": [], "steady 300-900 s": [],
+                                   "drift file first minute": []}
+
+    def run(seed: int, seconds: float, engine: Engine, start: int) -> Simulation:
+        sim = Simulation(engine, LocalClock(freq_ppm=17.0, wander_ppb_per_rt_s=0.5, seed=seed,
+                                            start_unix_ns=start),
+                         [(SimServer("a", stamp_noise_ns=100), RELAY)], seed=seed, eval_every_s=0.25)
+        sim.run(seconds)
+        return sim
+
+    for seed in range(1, seeds + 1):
+        cold = run(seed, 900.0, Engine(minpoll=0, maxpoll=0), START_UNIX_NS)
+        for r in cold.result.records:
+            if r.error_ns is not None and 20.0 <= r.t_s < 80.0:
+                pools["cold first minute"].append(abs(r.error_ns))
+            if r.error_ns is not None and 300.0 <= r.t_s < 900.0:
+                pools["steady 300-900 s"].append(abs(r.error_ns))
+        rec = cold.engine.export_drift(cold.clock.raw_at(cold.now), cold.now)
+        engine = Engine(minpoll=0, maxpoll=0)
+        if rec is not None:
+            engine.import_drift(DriftRecord.from_json(rec.to_json()), 0, cold.now + 30 * 10**9)
+        warm = run(seed + 100, 80.0, engine, cold.now + 30 * 10**9)
+        pools["drift file first minute"] += [abs(r.error_ns) for r in warm.result.records
+                                             if r.error_ns is not None and 20.0 <= r.t_s < 80.0]
+    parts = []
+    for w, errs in pools.items():
+        errs.sort()
+        parts.append(f"{w} p99 {(percentile(errs, 99) or 0) / 1e3:6.1f} µs")
+    return "; ".join(parts)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=4.0, help="simulated hours per run (default 4)")
     ap.add_argument("--seeds", type=int, default=None, help="runs per scenario (default 3; --relay 20)")
+    ap.add_argument("--restart", action="store_true",
+                    help="the relay scenario at 17 ppm: cold start vs a restart with a drift file")
     ap.add_argument("--relay", action="store_true",
                     help="only benchmarks/engine.py's relay scenario, in its windows, pooled over seeds")
     args = ap.parse_args()
+    if args.restart:
+        seeds = args.seeds or 20
+        print(f"restart with a drift file, benchmarks/engine.py's relay, raw 17 ppm fast, {seeds} rounds:")
+        print(f"  {restart_windows(seeds)}")
+        return 0
     if args.relay:
         seeds = args.seeds or 20
         print(f"benchmarks/engine.py's relay, simulated: {seeds} rounds of 300 s, poll 1 s, true "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tsq.sync.engine import Engine
 from tsq.testing.simclock import START_UNIX_NS, LocalClock, SimPath, SimServer, Simulation
 
@@ -38,3 +40,31 @@ def test_runs_are_deterministic() -> None:
                        [(SimServer("a"), SimPath(1_000_000, jitter_ns=100_000, loss=0.1))], seed=5)
         return [r.error_ns for r in s.run(900).records]
     assert once() == once()
+
+
+def test_bursts_are_seeded_and_cover_about_their_share_of_time() -> None:
+    from tsq.testing.bursts import BurstSchedule
+
+    a = BurstSchedule(every_s=20.0, length_s=5.0, delay_s=0.2, seed=7)
+    b = BurstSchedule(every_s=20.0, length_s=5.0, delay_s=0.2, seed=7)
+    ts = [i * 0.5 for i in range(200_000)]
+    flags = [a.in_burst(t) for t in ts]
+    assert flags == [b.in_burst(t) for t in ts]
+    share = sum(flags) / len(flags)
+    assert 0.15 < share < 0.25                                 # 5 s of every ~25 s
+    extras = [a.extra_s(t) for t in ts[:4000]]
+    inside = [e for e, f in zip(extras, flags) if f]
+    assert all(e == 0.0 for e, f in zip(extras, flags) if not f)
+    assert inside and 0.1 < sum(inside) / len(inside) < 0.3    # mean 0.2 s
+    assert not a.in_burst(-1.0)
+    assert BurstSchedule(1.0, 1.0, 0.0).extra_s(1e6) == 0.0
+    with pytest.raises(ValueError):
+        BurstSchedule(0.0, 1.0, 0.1)
+
+
+def test_simpath_bursts_delay_both_legs_independently() -> None:
+    path = SimPath(1_000_000, burst_every_s=10.0, burst_length_s=2.0, burst_delay_ns=100_000_000)
+    fwd = [path.burst_extra_ns("fwd", t * 0.25) for t in range(4000)]
+    back = [path.burst_extra_ns("back", t * 0.25) for t in range(4000)]
+    assert any(fwd) and any(back) and fwd != back
+    assert SimPath(1_000_000).burst_extra_ns("fwd", 5.0) == 0.0

@@ -11,8 +11,8 @@ T4.
 - A **response** is complete when it parses and holds what the request asked for: an Error TLV (plus
   the Signature Block when one was required), or Nonce, Receive and Send Timestamp; plus, when the
   request asked for Precision Mode, as many bytes as the request had (or its Padding, or a Signature
-  Block: it is then whole); plus the Signature Block when the client requires one. Metadata is not waited for: a server MAY
-  omit it (§6.3.2), so no rule could tell "not yet" from "never".
+  Block: it is then whole); plus the Signature Block when the client requires one. Metadata is not
+  waited for: a server MAY omit it (§6.3.2), so no rule could tell "not yet" from "never".
 - FIN completes whatever has arrived (then a parse error is an error, not "not yet").
 - Beyond `MAX_REQUEST_BYTES` / `MAX_RESPONSE_BYTES` a stream is abuse, not a message.
 """

@@ -8,7 +8,8 @@ server stepped, so the window restarts from them.
 
 The regression is a weighted least-squares line of offset (UTC - raw) against raw time, with a weak
 prior on the frequency (|freq| is a few tens of ppm for any real crystal) so that a handful of
-samples taken milliseconds apart still give an honest, if wide, answer. Weights fall with a
+samples taken milliseconds apart still give an honest, if wide, answer (a frequency known from
+before, a drift file, replaces it with a narrower prior: `set_prior`). Weights fall with a
 sample's excess delay. Absolute values stay integer ns; the fit works on floats relative to the
 newest sample, so no precision is lost on offsets of ~1.7e18 ns.
 
@@ -114,6 +115,14 @@ class SourceFilter:
         self._delay_spikes = 0
         self._steps: List[Sample] = []
         self._fit: Optional[_Fit] = None
+        self.prior_ppb = 0.0                               # prior frequency (mean, 1 sigma)
+        self.prior_sigma_ppb = self.config.max_freq_ppm * 1000.0
+
+    def set_prior(self, freq_ppb: float, sigma_ppb: float) -> None:
+        """Start the frequency from a known value (a drift file) instead of 0 +- max_freq_ppm."""
+        self.prior_ppb = freq_ppb
+        self.prior_sigma_ppb = max(sigma_ppb, 1e-3)
+        self._refit()
 
     # ------------------------------------------------------------------------------ filtering
     def add(self, s: Sample) -> FilterVerdict:
@@ -185,7 +194,8 @@ class SourceFilter:
             # Residuals below the noise floor carry no shape worth testing (rounding only).
             return fit.jitter < cfg.sigma_floor_ns or residuals_look_random(window, fit, cfg.runs_z)
 
-        start, fit = fit_linear_window(self.samples, lambda w: fit_samples(w, cfg), looks_linear,
+        start, fit = fit_linear_window(
+            self.samples, lambda w: fit_samples(w, cfg, self.prior_ppb, self.prior_sigma_ppb), looks_linear,
                                        cfg.min_runs_window)
         del self.samples[:start]
         self._fit = fit
@@ -216,8 +226,10 @@ def residuals_look_random(samples: Sequence[Sample], fit: _Fit, z: float) -> boo
                               for s in samples], z)
 
 
-def fit_samples(samples: Sequence[Sample], config: FilterConfig) -> _Fit:
-    """Weighted least squares of offset against raw time with a Gaussian prior b ~ N(0, max_freq)."""
+def fit_samples(samples: Sequence[Sample], config: FilterConfig, prior_ppb: float = 0.0,
+                prior_sigma_ppb: Optional[float] = None) -> _Fit:
+    """Weighted least squares of offset against raw time with a Gaussian prior on the frequency,
+    b ~ N(prior_ppb, prior_sigma_ppb) (default N(0, max_freq_ppm))."""
     ref = samples[-1]
     xs = [(s.raw_ns - ref.raw_ns) / NS_PER_S for s in samples]
     ys = [float(s.offset_ns - ref.offset_ns) for s in samples]
@@ -229,10 +241,13 @@ def fit_samples(samples: Sequence[Sample], config: FilterConfig) -> _Fit:
     sxx = sum(w * x * x for w, x in zip(ws, xs))
     sy = sum(w * y for w, y in zip(ws, ys))
     sxy = sum(w * x * y for w, x, y in zip(ws, xs, ys))
-    prior = 1.0 / (config.max_freq_ppm * 1000.0) ** 2     # prior mean 0 ppb
+    sigma = config.max_freq_ppm * 1000.0 if prior_sigma_ppb is None else prior_sigma_ppb
+    prior = 1.0 / sigma ** 2
+    # Normal equations with the prior's pseudo-observation b = prior_ppb.
+    sxy_p = sxy + prior * prior_ppb
     det = sw * (sxx + prior) - sx * sx
-    a = ((sxx + prior) * sy - sx * sxy) / det
-    b = (sw * sxy - sx * sy) / det
+    a = ((sxx + prior) * sy - sx * sxy_p) / det
+    b = (sw * sxy_p - sx * sy) / det
     chi2 = sum(w * (y - a - b * x) ** 2 for w, x, y in zip(ws, xs, ys))
     n = len(samples)
     # The weights are absolute variances; inflate (never shrink) by the observed scatter.

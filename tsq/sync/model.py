@@ -11,10 +11,16 @@ Celsius away from its turnover point, so 1 ppm covers a 10-30 degree swing; chan
 a worse oscillator.
 
 States (a function of the query instant, like the bound):
-  unsynchronised  no model yet, or the bound has grown past `max_bound_ns` (utc_ns returns None)
-  synchronised    a selection succeeded within the last `holdover_after_ns`
-  holdover        otherwise (no fresh agreement: servers silent or the engine cannot decide);
-                  the model still answers, its bound growing
+  unsynchronised  no model yet, or the bound has grown more than `max_holdover_growth_ns` past its
+                  value at the last update, or past `max_bound_ns` (utc_ns returns None)
+  synchronised    the last selection round confirmed the model (the engine calls `update`) and it
+                  was within `holdover_after_ns` (a backstop: the engine marks holdover sooner)
+  holdover        otherwise: the engine called `mark_undecided` (sources silent, too few of them,
+                  or no agreement) or the backstop expired; the model still answers, its bound growing
+
+The holdover limit is relative to the bound at the last update so that it scales with the path: a
+geostationary link's model starts with a bound of hundreds of ms and may still hold over for as
+long as a LAN's.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ LEAP_NONE, LEAP_INSERT, LEAP_DELETE, LEAP_UNKNOWN = 0, 1, 2, 3
 class ModelConfig:
     max_clock_error_ppb: float = 1000.0     # holdover wander allowance (see module docstring)
     k_sigma: float = 3.0                    # frequency standard errors in the growth rate
-    max_bound_ns: int = 100_000_000         # 100 ms: ~28 h of holdover at 1 ppm
-    holdover_after_ns: int = 384 * NS_PER_S  # 6 x 2**maxpoll at the default maxpoll 6
+    max_bound_ns: int = 3 * NS_PER_S        # absolute cap (chrony's maxdistance)
+    max_holdover_growth_ns: int = 100_000_000   # 100 ms past the last update: ~28 h at 1 ppm
+    holdover_after_ns: int = 384 * NS_PER_S  # backstop: 6 x 2**maxpoll at the default maxpoll 6
 
 
 class ClockModel:
@@ -99,13 +106,32 @@ class ClockModel:
             return None
         return self.bound_ref_ns + self.growth_ppb * abs(raw_ns - self.raw_ref) / NS_PER_S
 
-    def state(self, raw_ns: int) -> str:
+    def expired(self, raw_ns: int) -> bool:
+        """The holdover has run out (or there never was a model): utc_ns answers None."""
         bound = self._bound(raw_ns)
-        if self.raw_ref is None or bound is None or bound > self.config.max_bound_ns:
+        if bound is None:
+            return True
+        return (bound > self.config.max_bound_ns
+                or bound - self.bound_ref_ns > self.config.max_holdover_growth_ns)
+
+    def state(self, raw_ns: int) -> str:
+        if self.expired(raw_ns):
             return UNSYNCHRONISED
+        assert self.raw_ref is not None          # expired() is True without a model
         if self.undecided_since is not None or raw_ns - self.raw_ref > self.config.holdover_after_ns:
             return HOLDOVER
         return SYNCHRONISED
+
+    def is_synchronised(self, raw_ns: int) -> bool:
+        """What an output asks before it claims sync (chronyd SOCK, adjtimex, TIMESCALE flag)."""
+        return self.state(raw_ns) == SYNCHRONISED
+
+    def interval_ns(self, raw_ns: int) -> Optional[tuple[int, int]]:
+        """[lo, hi] of UTC - raw that the model vouches for at raw_ns (None when unsynchronised)."""
+        offset, bound = self.offset_ns(raw_ns), self.error_bound_ns(raw_ns)
+        if offset is None or bound is None:
+            return None
+        return offset - bound, offset + bound
 
     def utc_ns(self, raw_ns: int) -> Optional[int]:
         if self.state(raw_ns) == UNSYNCHRONISED:

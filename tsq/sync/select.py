@@ -37,6 +37,8 @@ class Selection:
     reason: str
     offset_ns: Optional[int] = None   # combined UTC - raw
     bound_ns: Optional[float] = None  # |combined - truth| <= bound while the truechimers are right
+    lo_ns: Optional[int] = None       # the hull [lo, hi] that holds the truth while they are right
+    hi_ns: Optional[int] = None
     freq_ppb: Optional[float] = None
     freq_se_ppb: Optional[float] = None
     selected: Optional[str] = None    # the best survivor (smallest distance)
@@ -57,23 +59,23 @@ def intersect(cands: Sequence[Candidate], needed: int) -> Optional[Tuple[int, in
         edges.append((mid - c.distance_ns, -1))   # starts sort before ends: touching counts
         edges.append((mid + c.distance_ns, +1))
     edges.sort()
-    lo: Optional[float] = None
-    count = 0
-    for x, kind in edges:
-        count -= kind
-        if count >= needed:
-            lo = x
-            break
+    lo = _first_covered(edges, needed, -1)
     if lo is None:
         return None
-    hi = lo
-    count = 0
-    for x, kind in reversed(edges):
-        count += kind
-        if count >= needed:
-            hi = x
-            break
+    hi = _first_covered(edges[::-1], needed, +1)
+    assert hi is not None                 # covered from the left means covered from the right
     return ref + math.floor(lo), ref + math.ceil(hi)
+
+
+def _first_covered(edges: Sequence[Tuple[float, int]], needed: int, sign: int) -> Optional[float]:
+    """Sweep `edges` in order; the first x where `needed` intervals overlap (sign: -1 counts starts
+    up, for the left-to-right sweep; +1 for the right-to-left one)."""
+    count = 0
+    for x, kind in edges:
+        count += sign * kind
+        if count >= needed:
+            return x
+    return None
 
 
 def select(cands: Sequence[Candidate], quorum: int) -> Selection:
@@ -113,5 +115,6 @@ def select(cands: Sequence[Candidate], quorum: int) -> Selection:
     best_src = min(survivors, key=lambda c: (c.distance_ns, c.stratum if c.stratum is not None else 16))
     return Selection(
         True, f"{len(survivors)} of {quorum} sources agree", offset_ns=combined, bound_ns=bound,
+        lo_ns=lo, hi_ns=hi,
         freq_ppb=freq, freq_se_ppb=math.sqrt(1.0 / ftotal), selected=best_src.name,
         combined=tuple(c.name for c in survivors), falsetickers=liars)

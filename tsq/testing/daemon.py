@@ -165,12 +165,20 @@ class RelayProcess(_Proc):
     the process under test (a relay thread beside a busy client adds delay to its legs)."""
 
     def __init__(self, upstream_port: int, forward: Impairment, backward: Impairment,
-                 seed: Optional[int] = None, timeout: float = 20.0) -> None:
+                 seed: Optional[int] = None, timeout: float = 20.0, *, nat_idle_s: Optional[float] = None,
+                 rebind_every_s: Optional[float] = None) -> None:
         args = [sys.executable, "-m", "tsq.testing.relay", "--upstream", f"127.0.0.1:{upstream_port}"]
         for side, imp in (("fwd", forward), ("back", backward)):
             args += [f"--{side}-delay-ms", repr(imp.delay_s * 1e3), f"--{side}-jitter-ms",
                      repr(imp.jitter_s * 1e3), f"--{side}-loss", repr(imp.loss),
-                     f"--{side}-duplicate", repr(imp.duplicate), f"--{side}-reorder", repr(imp.reorder)]
+                     f"--{side}-duplicate", repr(imp.duplicate), f"--{side}-reorder", repr(imp.reorder),
+                     f"--{side}-burst-every-s", repr(imp.burst_every_s),
+                     f"--{side}-burst-length-s", repr(imp.burst_length_s),
+                     f"--{side}-burst-delay-ms", repr(imp.burst_delay_s * 1e3)]
+        if nat_idle_s is not None:
+            args += ["--nat-idle-s", repr(nat_idle_s)]     # NAT rebinding (tsq.testing.relay)
+        if rebind_every_s is not None:
+            args += ["--rebind-every-s", repr(rebind_every_s)]
         if seed is not None:
             args += ["--seed", str(seed)]
         super().__init__(args)

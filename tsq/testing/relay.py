@@ -1,13 +1,21 @@
 """A UDP impairment relay on loopback (this kernel has no netem): delay, jitter, asymmetry, loss,
-duplication and reordering, per direction.
+duplication, reordering and delay bursts per direction, and NAT rebinding.
 
     relay = UdpRelay(("127.0.0.1", server_port), forward=Impairment(delay_s=0.002, jitter_s=0.0005),
                      backward=Impairment(delay_s=0.001))
     relay.start(); ...connect to relay.address...; relay.stop()
 
 It runs in its own thread, so the process under test keeps its event loop. Each client address
-gets its own upstream socket, so the server sees one peer per client as it would without the relay.
-`python -m tsq.testing.relay --help` runs one from the shell.
+gets its own upstream socket (its "NAT mapping"), so the server sees one peer per client as it would
+without the relay. `python -m tsq.testing.relay --help` runs one from the shell.
+
+Bursts (`Impairment.burst_every_s`, tsq.testing.bursts): an LTE-like link's seconds of hundreds of
+ms extra delay. NAT rebinding, as a carrier-grade NAT does: with `nat_idle_s` a mapping that saw no
+datagram from the client for that long expires; with `rebind_every_s` it expires that long after it
+was made even while in use. Either way the next datagram from the client leaves from a new upstream
+socket, so the server sees the client's address (port) change, and whatever the server still sends
+to the old one is dropped, as a NAT drops traffic to a mapping it no longer has (`counters.rebinds`,
+`counters.nat_dropped`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tsq import clock
+from tsq.testing.bursts import BurstSchedule
 
 Address = Tuple[Any, ...]
 
@@ -37,15 +46,25 @@ class Impairment:
     duplicate: float = 0.0     # probability a datagram is sent twice
     reorder: float = 0.0       # probability a datagram is held back by reorder_s (overtaken)
     reorder_s: float = 0.002
+    burst_every_s: float = 0.0  # mean time between delay bursts (0: none), tsq.testing.bursts
+    burst_length_s: float = 2.0   # mean length of a burst
+    burst_delay_s: float = 0.0  # mean extra delay (exponential) of a datagram inside a burst
 
-    def delays(self, rng: random.Random) -> List[float]:
-        """The send delays of the copies of one datagram (empty when lost)."""
+    def bursts(self, seed: object) -> Optional[BurstSchedule]:
+        """The burst schedule of this direction (None without bursts)."""
+        if not self.burst_every_s:
+            return None
+        return BurstSchedule(self.burst_every_s, self.burst_length_s, self.burst_delay_s, seed=seed,
+                             start_s=time.monotonic())
+
+    def delays(self, rng: random.Random, extra_s: float = 0.0) -> List[float]:
+        """The send delays of the copies of one datagram (empty when lost); `extra_s` is a burst's."""
         if self.loss and rng.random() < self.loss:
             return []
         copies = 2 if self.duplicate and rng.random() < self.duplicate else 1
         out = []
         for _ in range(copies):
-            d = self.delay_s
+            d = self.delay_s + extra_s
             if self.jitter_s:
                 d += rng.uniform(-self.jitter_s, self.jitter_s)
             if self.reorder and rng.random() < self.reorder:
@@ -60,6 +79,16 @@ class RelayCounters:
     returned: int = 0
     dropped: int = 0
     duplicated: int = 0
+    rebinds: int = 0           # NAT mappings replaced (the server saw a new client port)
+    nat_dropped: int = 0       # datagrams from the server to a mapping that had expired
+
+
+@dataclass
+class _Mapping:
+    sock: socket.socket
+    client: Address
+    created: float
+    last_out: float
 
 
 class UdpRelay:
@@ -67,20 +96,24 @@ class UdpRelay:
 
     def __init__(self, upstream: Address, *, forward: Impairment = Impairment(),
                  backward: Impairment = Impairment(), listen: Address = ("127.0.0.1", 0),
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, nat_idle_s: Optional[float] = None,
+                 rebind_every_s: Optional[float] = None) -> None:
         self.upstream = upstream
         self.forward = forward
         self.backward = backward
+        self.nat_idle_s = nat_idle_s
+        self.rebind_every_s = rebind_every_s
         self.counters = RelayCounters()
         self._rng = random.Random(seed)
+        self._bursts = {True: forward.bursts(f"{seed}:fwd"), False: backward.bursts(f"{seed}:back")}
         self._front = socket.socket(socket.AF_INET6 if ":" in str(listen[0]) else socket.AF_INET,
                                     socket.SOCK_DGRAM)
         self._front.bind(listen)
         self._front.setblocking(False)
         clock.enable_timestamps(self._front, tx=False)
         self.address: Address = self._front.getsockname()
-        self._by_client: Dict[Address, socket.socket] = {}
-        self._client_of: Dict[socket.socket, Address] = {}
+        self._by_client: Dict[Address, _Mapping] = {}
+        self._by_sock: Dict[socket.socket, _Mapping] = {}
         self._queue: List[Tuple[float, int, socket.socket, bytes, Optional[Address]]] = []
         self._seq = 0
         self._sel = selectors.DefaultSelector()
@@ -102,7 +135,7 @@ class UdpRelay:
         self._stop.set()
         self._wake_w.send(b"x")
         self._thread.join(timeout=5)
-        for sock in [self._front, self._wake_r, self._wake_w, *self._by_client.values()]:
+        for sock in [self._front, self._wake_r, self._wake_w, *self._by_sock]:
             sock.close()
 
     def __enter__(self) -> UdpRelay:
@@ -113,7 +146,8 @@ class UdpRelay:
 
     def _schedule(self, impairment: Impairment, sock: socket.socket, data: bytes,
                   addr: Optional[Address], forward: bool, arrived: float) -> None:
-        delays = impairment.delays(self._rng)
+        bursts = self._bursts[forward]
+        delays = impairment.delays(self._rng, 0.0 if bursts is None else bursts.extra_s(arrived))
         if not delays:
             self.counters.dropped += 1
             return
@@ -128,17 +162,39 @@ class UdpRelay:
         else:
             self.counters.returned += 1
 
-    def _upstream_for(self, client: Address) -> socket.socket:
-        sock = self._by_client.get(client)
-        if sock is None:
+    def _expired(self, m: _Mapping, now: float) -> bool:
+        return ((self.nat_idle_s is not None and now - m.last_out > self.nat_idle_s)
+                or (self.rebind_every_s is not None and now - m.created > self.rebind_every_s))
+
+    def _upstream_for(self, client: Address, now: float) -> socket.socket:
+        m = self._by_client.get(client)
+        if m is not None and self._expired(m, now):
+            # The mapping is gone: a new one takes a new port. The old socket stays open (and
+            # registered) only to drop, and count, what the server still sends to it.
+            self.counters.rebinds += 1
+            del self._by_client[client]
+            m = None
+        if m is None:
             sock = socket.socket(self._front.family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             clock.enable_timestamps(sock, tx=False)
             sock.connect(self.upstream)
-            self._by_client[client] = sock
-            self._client_of[sock] = client
+            m = _Mapping(sock, client, now, now)
+            self._by_client[client] = m
+            self._by_sock[sock] = m
             self._sel.register(sock, selectors.EVENT_READ)
-        return sock
+            self._close_stale(now)
+        m.last_out = now
+        return m.sock
+
+    def _close_stale(self, now: float) -> None:
+        """Close expired mappings' sockets a minute after they expired (bounded socket count)."""
+        live = {id(m) for m in self._by_client.values()}
+        for sock, m in list(self._by_sock.items()):
+            if id(m) not in live and now - m.last_out > 60.0 + (self.nat_idle_s or 0.0):
+                self._sel.unregister(sock)
+                sock.close()
+                del self._by_sock[sock]
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -182,11 +238,16 @@ class UdpRelay:
             if stamp is not None:  # when it arrived, not when this thread got round to it
                 arrived -= max(0, clock.realtime_ns() - stamp) / 1e9
             if sock is self._front:
-                self._schedule(self.forward, self._upstream_for(tuple(addr)), data, None, True, arrived)
+                self._schedule(self.forward, self._upstream_for(tuple(addr), arrived), data, None, True,
+                               arrived)
             else:
-                client = self._client_of.get(sock)
-                if client is not None:
-                    self._schedule(self.backward, self._front, data, client, False, arrived)
+                m = self._by_sock.get(sock)
+                if m is None:
+                    continue
+                if self._by_client.get(m.client) is not m or self._expired(m, arrived):
+                    self.counters.nat_dropped += 1     # the NAT has no mapping for it any more
+                    continue
+                self._schedule(self.backward, self._front, data, m.client, False, arrived)
 
 
 def _ms(text: str) -> float:
@@ -203,6 +264,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument(f"--{d}-loss", type=float, default=0.0)
         p.add_argument(f"--{d}-duplicate", type=float, default=0.0)
         p.add_argument(f"--{d}-reorder", type=float, default=0.0)
+        p.add_argument(f"--{d}-burst-every-s", type=float, default=0.0,
+                       help="mean seconds between delay bursts (0: none)")
+        p.add_argument(f"--{d}-burst-length-s", type=float, default=2.0, help="mean burst length")
+        p.add_argument(f"--{d}-burst-delay-ms", type=_ms, default=0.0,
+                       help="mean extra delay inside a burst (exponential)")
+    p.add_argument("--nat-idle-s", type=float, metavar="S",
+                   help="NAT rebinding: a client's mapping (upstream port) expires after S s without "
+                        "a datagram from it")
+    p.add_argument("--rebind-every-s", type=float, metavar="S",
+                   help="NAT rebinding: a client's mapping expires S s after it was made, even in use")
     p.add_argument("--seed", type=int)
     args = p.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
@@ -211,10 +282,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def imp(d: str) -> Impairment:
         return Impairment(getattr(args, f"{d}_delay_ms"), getattr(args, f"{d}_jitter_ms"),
                           getattr(args, f"{d}_loss"), getattr(args, f"{d}_duplicate"),
-                          getattr(args, f"{d}_reorder"))
+                          getattr(args, f"{d}_reorder"), burst_every_s=getattr(args, f"{d}_burst_every_s"),
+                          burst_length_s=getattr(args, f"{d}_burst_length_s"),
+                          burst_delay_s=getattr(args, f"{d}_burst_delay_ms"))
 
     relay = UdpRelay((uhost, int(uport)), forward=imp("fwd"), backward=imp("back"),
-                     listen=(host, int(port)), seed=args.seed).start()
+                     listen=(host, int(port)), seed=args.seed, nat_idle_s=args.nat_idle_s,
+                     rebind_every_s=args.rebind_every_s).start()
     print(f"relay {relay.address[0]}:{relay.port} -> {args.upstream}", flush=True)
     try:
         while True:

@@ -6,7 +6,8 @@ Time is simulated; nothing sleeps, so hours run in seconds. Everything is determ
   (ppm), a random walk of that frequency (wander) and frequency steps (a temperature jump).
 - `SimServer`: a TSQ server whose clock is truth plus a constant error (a liar), steps, stamp noise;
   it can be down for periods, and may send Clock Quality / Time Source / Metadata advisories.
-- `SimPath`: one-way delays both ways (asymmetry), exponential queueing jitter, loss.
+- `SimPath`: one-way delays both ways (asymmetry), exponential queueing jitter, loss, and bursts of
+  extra delay (an LTE-like link, tsq.testing.bursts).
 - `Simulation`: runs the product's own policy against them, as chrony's clknetsim runs the real
   chronyd: per server the daemon's `SourceScheduler` (tsq.session.scheduler) decides when to poll, a
   real `ClientSession` (tsq.session.client: warm-up after each handshake, retry after a loss,
@@ -35,6 +36,7 @@ from tsq.session.scheduler import SchedulerConfig, SourceScheduler
 from tsq.session.server import Answer, ServerPolicy, ServerSession, ServerStats, stamp_paths
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
 from tsq.sync.exchange import Exchange
+from tsq.testing.bursts import BurstSchedule
 
 NS_PER_S = 1_000_000_000
 START_UNIX_NS = 1_795_000_000 * NS_PER_S     # late 2026
@@ -120,6 +122,28 @@ class SimPath:
     jitter_ns: float = 0.0                 # mean of the exponential queueing delay added per leg
     loss: float = 0.0                      # probability an exchange is lost
     uniform_jitter_ns: float = 0.0         # ± uniform per leg on top (what tsq.testing.relay adds)
+    # Bursty delay (tsq.testing.bursts, an LTE-like link): bursts start every `burst_every_s` on
+    # average (0: never), last `burst_length_s` on average, and add an exponential delay of mean
+    # `burst_delay_ns` to each leg inside one. Each leg has its own schedule, so bursts are asymmetric.
+    burst_every_s: float = 0.0
+    burst_length_s: float = 2.0
+    burst_delay_ns: float = 0.0
+    burst_seed: int = 1
+    _bursts: Dict[Tuple[object, str], BurstSchedule] = field(default_factory=dict, init=False, repr=False,
+                                                             compare=False)
+
+    def burst_extra_ns(self, leg: str, elapsed_s: float, run: object = 0,
+                       rng: Optional[random.Random] = None) -> float:
+        """Extra delay of a packet on `leg` ("fwd" or "back") sent `elapsed_s` into the run. The burst
+        times depend on (`burst_seed`, `run`, `leg`) only; the per-packet draw comes from `rng`."""
+        if not self.burst_every_s:
+            return 0.0
+        schedule = self._bursts.get((run, leg))
+        if schedule is None:
+            schedule = self._bursts[(run, leg)] = BurstSchedule(
+                self.burst_every_s, self.burst_length_s, self.burst_delay_ns / NS_PER_S,
+                seed=f"{self.burst_seed}:{run}:{leg}")
+        return schedule.extra_s(elapsed_s, rng) * NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -192,6 +216,7 @@ class Simulation:
         self.clock = clock
         self.servers = {s.name: (s, p) for s, p in servers}
         self.rng = random.Random(seed)
+        self._seed = seed
         self.timeout_ns = int(timeout_s * NS_PER_S)
         self.connect_timeout_ns = int(connect_timeout_s * NS_PER_S)
         self.eval_ns = int(eval_every_s * NS_PER_S)
@@ -270,7 +295,7 @@ class Simulation:
                 self._push(self.now + self.connect_timeout_ns, "connect_failed", link.name, link.generation)
             else:
                 # Initial, Handshake, then the client's Finished: about one and a half round trips.
-                fwd, bwd = self._legs(path)
+                fwd, bwd = self._legs(path, link.name, self.now)
                 self._push(self.now + round(2 * fwd + bwd), "connected", link.name, link.generation)
             return
         self._start_sample(link)
@@ -339,7 +364,9 @@ class Simulation:
         link.deadline_version += 1
         at = client.next_deadline()
         if at is not None:
-            self._push(max(self.now, self.clock.true_at(at)), "deadline", link.name,
+            # A microsecond late: true_at() inverts raw_at() only to the nanosecond, and a deadline
+            # event a hair early would expire nothing and come back at the same instant for ever.
+            self._push(max(self.now, self.clock.true_at(at)) + 1_000, "deadline", link.name,
                        (link.generation, link.deadline_version))
 
     def _deadline(self, link: _Link) -> None:
@@ -348,7 +375,8 @@ class Simulation:
             self._pump(link)
 
     # ------------------------------------------------------------------------------ the network
-    def _legs(self, path: SimPath) -> Tuple[float, float]:
+    def _legs(self, path: SimPath, name: str, t: int) -> Tuple[float, float]:
+        """One-way delays (forward, back) of a packet pair whose request leaves at true time t."""
         rng = self.rng
         back = path.delay_ns if path.back_delay_ns is None else path.back_delay_ns
         fwd = path.delay_ns + (rng.expovariate(1.0 / path.jitter_ns) if path.jitter_ns else 0.0)
@@ -356,6 +384,9 @@ class Simulation:
         if path.uniform_jitter_ns:
             fwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
             bwd += rng.uniform(-path.uniform_jitter_ns, path.uniform_jitter_ns)
+        run = (self._seed, name)         # each run and server its own burst times
+        fwd += path.burst_extra_ns("fwd", self._elapsed(t), run, rng)
+        bwd += path.burst_extra_ns("back", self._elapsed(t + round(fwd)), run, rng)
         return fwd, bwd
 
     def _at_server(self, link: _Link, out: Outgoing) -> None:
@@ -366,7 +397,7 @@ class Simulation:
         if server.is_down(self._elapsed(self.now)) or (path.loss and self.rng.random() < path.loss):
             self.result.lost += 1
             return
-        fwd, bwd = self._legs(path)
+        fwd, bwd = self._legs(path, link.name, self.now)
         t2_true = self.now + round(fwd)
         t3_true = t2_true + server.turnaround_ns
         noise = server.stamp_noise_ns
@@ -433,7 +464,7 @@ class Simulation:
     def exchange_at(self, server: SimServer, path: SimPath, t: int) -> Tuple[Exchange, int]:
         """The Exchange a basic request sent at true time t produces, and its true arrival time
         (the four stamps only, without the sessions: for checking the simulator itself)."""
-        fwd, bwd = self._legs(path)
+        fwd, bwd = self._legs(path, server.name, t)
         rng = self.rng
         t2_true = t + round(fwd)
         t3_true = t2_true + server.turnaround_ns
