@@ -71,7 +71,9 @@ class SyncConfig:
     # Two exchanges back to back per poll, the second sampled: its request leaves on the kernel's warm
     # send path like the server's answer, which removes a ~1 µs one-sided bias (docs/benchmarks.md).
     paired: bool = True
-    timeout_s: float = 1.0
+    # The longest wait for one answer; below it the session waits 8 x the slowest recent round trip
+    # (at least 0.25 s), so this only matters on long paths (geostationary: 600 ms and more).
+    timeout_s: float = 4.0
     connect_timeout_s: float = 3.0
     backoff_max_s: float = 64.0
     ready_timeout_s: float = 90.0      # systemd READY=1 at the first synchronisation, or after this
@@ -311,8 +313,10 @@ class SyncRunner:
         line = summary_line(st)
         if not upd.decided:
             line += f"; {upd.reason}"
-        elif (self.sysclock is not None and st["state"] == "synchronised"
+        elif (self.sysclock is not None and upd.refreshed and st["state"] == "synchronised"
               and st["system_offset_ns"] is not None):
+            # Only a round that re-anchored the model on new samples steers the clock; a round that
+            # merely kept it (a source came or went) has nothing new to say.
             try:
                 # the kernel frequency follows the model's only once it is known to within 1 ppm
                 ferr = st["freq_error_ppm"]

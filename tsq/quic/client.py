@@ -111,6 +111,7 @@ class _Link:
     stream_of: Dict[int, int] = field(default_factory=dict)      # session key -> stream id
     pending_tx: Dict[int, int] = field(default_factory=dict)     # TX-stamp key -> session key
     deadline: Optional[asyncio.TimerHandle] = None
+    opened_raw: int = 0                                          # raw ns when the handshake began
 
 
 class TsqClient:
@@ -257,6 +258,7 @@ class TsqClient:
         link = _Link(quic=quic, endpoint=endpoint, session=session, handshake=loop.create_future())
         link.driver = QuicDriver(quic, endpoint, on_timer)
         holder.append(link)
+        link.opened_raw = clock.raw_ns()
         quic.connect(tuple(addr), now=loop.time())
         link.driver.flush()
         return link
@@ -349,7 +351,8 @@ class TsqClient:
                 except TrustError as exc:
                     raise TsqHandshakeError(f"{self.name}: {exc}") from exc
             link.session.handshake_completed(now, event.alpn_protocol,
-                                             compat.peer_allows_datagrams(link.quic))
+                                             compat.peer_allows_datagrams(link.quic),
+                                             now.raw_ns - link.opened_raw)
         except TsqHandshakeError as error:
             link.quic.close(error_code=QUIC_APP_REFUSED, reason_phrase="tsq trust check failed")
             if link.driver is not None:

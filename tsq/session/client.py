@@ -214,9 +214,12 @@ class ClientSession:
         self._now = Instant(0, 0)              # the latest instant any input carried
 
     # -------------------------------------------------------------------------- connection
-    def handshake_completed(self, now: Instant, alpn: Optional[str], peer_datagrams: bool) -> None:
+    def handshake_completed(self, now: Instant, alpn: Optional[str], peer_datagrams: bool,
+                            handshake_ns: Optional[int] = None) -> None:
         """The handshake finished (the edge checked the certificate/pin). Raises TsqHandshakeError
-        when the ALPN is not acceptable; the edge then closes the connection."""
+        when the ALPN is not acceptable; the edge then closes the connection. `handshake_ns`, the
+        time the handshake took (about one round trip plus the server's work), seeds the answer
+        deadline before the first exchange has measured a round trip."""
         if alpn not in self.options.alpns():
             raise TsqHandshakeError(f"{self.name}: server negotiated ALPN {alpn!r}, not 'tsq'"
                                     + (" (tsq/1 needs --allow-legacy-alpn)" if alpn == ALPN_LEGACY else ""))
@@ -225,6 +228,8 @@ class ClientSession:
                                     "signatures this client requires")
         self.alpn = alpn
         self.handshake_done = True
+        if handshake_ns is not None and handshake_ns > 0 and not self.round_trips:
+            self.round_trips = [handshake_ns]
         self.last_rx_raw = now.raw_ns
         self.datagrams_ok = bool(self._offer_datagrams and alpn != ALPN_LEGACY and peer_datagrams)
 
