@@ -85,6 +85,7 @@ SCHEMA: Dict[Tuple[str, str], Tuple[str, Conv]] = {
     ("", "minpoll"): ("minpoll", _int),
     ("", "maxpoll"): ("maxpoll", _int),
     ("", "control"): ("control_path", _str),
+    ("", "drift_file"): ("drift_file", _str),
     ("trust", "ca"): ("ca", _str),
     ("trust", "pin"): ("pin", _str),
     ("trust", "insecure"): ("insecure", _bool),

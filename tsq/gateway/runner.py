@@ -19,6 +19,8 @@ from tsq import clock
 from tsq.auth import Verifier, load_verify_key
 from tsq.fieldlog import GATEWAY_MODEL_FIELDS, GATEWAY_SAMPLE_FIELDS, FieldLog
 from tsq.gateway.control import ControlServer, default_control_path
+from tsq.gateway.driftfile import SAVE_INTERVAL_S as DRIFT_SAVE_INTERVAL_S
+from tsq.gateway.driftfile import load_drift, save_drift
 from tsq.gateway.notify import SystemdNotifier
 from tsq.gateway.status_cli import summary_line
 from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
@@ -77,6 +79,7 @@ class SyncConfig:
     connect_timeout_s: float = 3.0
     backoff_max_s: float = 64.0
     ready_timeout_s: float = 90.0      # systemd READY=1 at the first synchronisation, or after this
+    drift_file: Optional[str] = None   # the raw clock's frequency across restarts (tsq.gateway.driftfile)
     quiet: bool = False
 
 
@@ -126,6 +129,14 @@ class SyncRunner:
         self._last_update_real: Optional[int] = None
         self.updates = 0
         self.notifier = SystemdNotifier()
+        self.drift_note: Optional[str] = None   # what became of the drift file at start, in words
+        self.drift_save_error: Optional[str] = None
+        if config.drift_file:
+            record, note = load_drift(config.drift_file)
+            if record is not None:
+                raw, real = _instant()
+                note += ": " + self.engine.import_drift(record, raw, real)
+            self.drift_note = note
         self.control_path = config.control_path or default_control_path()
         self.refclock: Optional[RefclockOutput] = None
         if config.refclock_sock:
@@ -216,6 +227,7 @@ class SyncRunner:
                 await cancel_and_wait(tasks)
         finally:
             self.notifier.stopping()
+            self.save_drift()
             for client in self._clients.values():
                 with contextlib.suppress(Exception):
                     await client.close()
@@ -270,12 +282,33 @@ class SyncRunner:
             self._log_sample(ex, result, now)
             self._update(now)
 
+    def save_drift(self) -> None:
+        """Write the drift file now (when there is a frequency worth saving); never raises."""
+        if not self.config.drift_file:
+            return
+        raw, real = _instant()
+        record = self.engine.export_drift(raw, real)
+        if record is None:
+            return
+        try:
+            save_drift(self.config.drift_file, record)
+            self.drift_save_error = None
+        except OSError as exc:
+            message = f"drift file {self.config.drift_file}: not written: {exc.strerror or exc}"
+            if message != self.drift_save_error:
+                log.warning("%s", message)
+            self.drift_save_error = message
+
     async def _tick_loop(self) -> None:
         started = clock.raw_ns()
+        saved = started
         while True:
             now = clock.raw_ns()
             self._update(now)
             self.notifier.watchdog()
+            if now - saved >= DRIFT_SAVE_INTERVAL_S * NS_PER_S:
+                saved = now
+                self.save_drift()
             if not self.notifier.ready_sent and now - started >= self.config.ready_timeout_s * NS_PER_S:
                 # Boot must go on without time: say ready, and say why it is not synchronised.
                 self.notifier.ready(f"not synchronised after {self.config.ready_timeout_s:g} s: "

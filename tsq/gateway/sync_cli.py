@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--maxpoll", type=int, metavar="LOG2S", help="longest poll, log2 s (default 6)")
     p.add_argument("--log", dest="log_dir", metavar="DIR", help="field offset log directory (CSV)")
     p.add_argument("--fsync-interval", dest="fsync_interval_s", type=float, metavar="S")
+    p.add_argument("--drift-file", metavar="FILE",
+                   help="keep the raw clock's frequency here across restarts (like chrony's driftfile)")
     p.add_argument("--control", dest="control_path", metavar="PATH",
                    help=f"control socket (default {default_control_path()})")
     trust = p.add_argument_group("trust (default: system CAs)")
@@ -127,6 +129,8 @@ async def _main(runner: SyncRunner) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop, sig.name)
     log.info("%d server(s), control socket %s", len(runner.config.servers), runner.control_path)
+    if runner.drift_note:
+        log.info("%s", runner.drift_note)
     try:
         await task
     except asyncio.CancelledError:

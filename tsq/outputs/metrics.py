@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from tsq.atomicfile import write_atomic
 
 STATES = ("unsynchronised", "synchronised", "holdover")
 SELECTIONS = ("selected", "combined", "candidate", "falseticker", "unusable")
@@ -90,18 +90,8 @@ def render_metrics(status: Mapping[str, Any]) -> str:
 
 
 def write_metrics_file(path: str, text: str) -> None:
-    """Replace `path` atomically (write a temporary file beside it, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tsq-metrics-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Replace `path` atomically (node_exporter's textfile collector must never read half a file)."""
+    write_atomic(path, text.encode("utf-8"), 0o644, durable=False)
 
 
 class MetricsHttpServer:

@@ -11,10 +11,10 @@ live server.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+from tsq.atomicfile import write_atomic
 from tsq.quic.trust import generate_self_signed, spki_pin_pem
 
 CERT_NAME = "cert.pem"
@@ -37,27 +37,6 @@ def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "tsq"
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-        dfd = os.open(str(path.parent), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_or_create(state_dir: Optional[Path] = None, names: Sequence[str] = ("localhost",)
                    ) -> Tuple[bytes, bytes, str, bool]:
     """(cert PEM, key PEM, pin, created now) of the identity in `state_dir`."""
@@ -69,8 +48,8 @@ def load_or_create(state_dir: Optional[Path] = None, names: Sequence[str] = ("lo
             return cert, key, spki_pin_pem(cert), False
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         cert, key = generate_self_signed(list(names), days=VALID_DAYS)
-        _write_atomic(key_path, key, 0o600)
-        _write_atomic(cert_path, cert, 0o644)
+        write_atomic(str(key_path), key, 0o600)
+        write_atomic(str(cert_path), cert, 0o644)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise IdentityError(f"server identity in {directory}: {reason}") from None
