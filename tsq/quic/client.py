@@ -11,6 +11,7 @@ session's jobs into awaitables: `exchange()`, `sample()`, `burst()`, `send_raw()
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
+from aioquic.tls import SessionTicket
 
 from tsq import clock, wire
 from tsq.auth import Verifier
@@ -164,7 +166,10 @@ class TsqClient:
         self.discarded_responses = 0
         self.discards: List[str] = []          # the last few reasons, oldest first
         self.fallbacks = 0
-        self.reconnects = 0
+        self.connections = 0
+        self.resumed = 0                       # handshakes that resumed a TLS session
+        self._ticket: Optional[SessionTicket] = None
+        self._token = b""
 
     # ------------------------------------------------------------------------------ state
     @property
@@ -188,6 +193,12 @@ class TsqClient:
     def datagrams_available(self) -> bool:
         """Whether the connected server enabled RFC 9221 DATAGRAM frames (and speaks `tsq`)."""
         return self._link is not None and self._link.session.datagrams_ok
+
+    def _keep_ticket(self, ticket: SessionTicket) -> None:
+        self._ticket = ticket
+
+    def _keep_token(self, token: bytes) -> None:
+        self._token = bytes(token)
 
     # ------------------------------------------------------------------------------ connect
     async def connect(self) -> None:
@@ -231,7 +242,16 @@ class TsqClient:
             self._server_name, ca=self._ca, pin=self._pin, insecure=self._insecure,
             datagrams=self._offer_datagrams, alpn=self._alpn,
         )
-        quic = QuicConnection(configuration=config)
+        # A reconnect resumes the TLS session (no certificate chain, one round trip less of
+        # crypto) and presents the server's address-validation token (no Retry round trip), both
+        # from the previous connection: on links where bytes cost money.
+        ticket = self._ticket
+        if ticket is not None and ticket.not_valid_after > datetime.datetime.now(datetime.timezone.utc):
+            config.session_ticket = ticket
+        if self._token:
+            config.token = self._token
+        quic = QuicConnection(configuration=config, session_ticket_handler=self._keep_ticket,
+                              token_handler=self._keep_token)
         holder: List[_Link] = []
 
         def on_datagram(data: bytes, src: Address, rx_raw: int, rx_rt: Optional[int]) -> None:
@@ -345,7 +365,9 @@ class TsqClient:
 
     def _handshake_done(self, link: _Link, event: events.HandshakeCompleted, now: Instant) -> None:
         try:
-            if self._pin is not None:
+            # A resumed session shows no certificate: it proves the server holds the secret of a
+            # session whose certificate passed this check, so the pin carries over.
+            if self._pin is not None and not event.session_resumed:
                 try:
                     check_pin(compat.peer_certificate(link.quic), self._pin)
                 except TrustError as exc:
@@ -359,6 +381,8 @@ class TsqClient:
                 link.driver.flush()
             self._fail_link(link, error)
             return
+        self.connections += 1
+        self.resumed += bool(event.session_resumed)
         if not link.handshake.done():
             link.handshake.set_result(None)
 
