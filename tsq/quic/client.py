@@ -114,6 +114,8 @@ class _Link:
     pending_tx: Dict[int, int] = field(default_factory=dict)     # TX-stamp key -> session key
     deadline: Optional[asyncio.TimerHandle] = None
     opened_raw: int = 0                                          # raw ns when the handshake began
+    trusted: bool = False                                        # passed the certificate/pin/ALPN checks
+    pending_ticket: Optional[SessionTicket] = None               # a ticket that came before that
 
 
 class TsqClient:
@@ -194,9 +196,6 @@ class TsqClient:
         """Whether the connected server enabled RFC 9221 DATAGRAM frames (and speaks `tsq`)."""
         return self._link is not None and self._link.session.datagrams_ok
 
-    def _keep_ticket(self, ticket: SessionTicket) -> None:
-        self._ticket = ticket
-
     def _keep_token(self, token: bytes) -> None:
         self._token = bytes(token)
 
@@ -250,9 +249,18 @@ class TsqClient:
             config.session_ticket = ticket
         if self._token:
             config.token = self._token
-        quic = QuicConnection(configuration=config, session_ticket_handler=self._keep_ticket,
-                              token_handler=self._keep_token)
         holder: List[_Link] = []
+
+        def keep_ticket(ticket: SessionTicket) -> None:
+            # Only a connection that passed the trust checks may hand out a ticket: a resumed
+            # session skips the pin check (it has no certificate to check).
+            if holder and holder[0].trusted:
+                self._ticket = ticket
+            elif holder:
+                holder[0].pending_ticket = ticket
+
+        quic = QuicConnection(configuration=config, session_ticket_handler=keep_ticket,
+                              token_handler=self._keep_token)
 
         def on_datagram(data: bytes, src: Address, rx_raw: int, rx_rt: Optional[int]) -> None:
             if holder:
@@ -381,6 +389,9 @@ class TsqClient:
                 link.driver.flush()
             self._fail_link(link, error)
             return
+        link.trusted = True
+        if link.pending_ticket is not None:
+            self._ticket, link.pending_ticket = link.pending_ticket, None
         self.connections += 1
         self.resumed += bool(event.session_resumed)
         if not link.handshake.done():
