@@ -162,3 +162,24 @@ class TestS6_6:
         done = h.result(job)
         assert done.interleaved and done.exchange is not None
         assert done.exchange.t1_raw == second.t1_raw and done.exchange.t3_unix == good
+
+    def test_rejected_answer_refines_nothing(self, harness: Harness) -> None:
+        """§6.6: "Clients MUST NOT apply any synchronization adjustment based on a TSQ Response
+        ... unless all four timestamps (T1-T4) are consistent and validated." An answer that fails
+        the checks (its T2 10 ms after its T3) is not validated, so nothing it carries may reach a
+        sample, not even the interleaved T3 it reports for the previous exchange."""
+        h = harness()
+        job = h.start("stream", "sample")
+        first = h.sent()
+        h.stream(first, h.honest(first))
+        assert h.result(job).exchange is not None
+        job = h.start("stream", "sample")
+        second = h.sent()
+        t2 = h.t2_ntp(second)
+        precise = first.t1_raw + REAL_MINUS_RAW + 47_000    # a plausible TX time for the first answer
+        report = ((XLEAVE_RESPONSE_KEY, format_xleave(first.req.nonce, precise)),)
+        h.stream(second, h.honest(second, t2=t2 + NS // 100, t3=t2, metadata=report))
+        assert len(h.discards) == 1 and "T3 earlier than T2" in h.discards[0]
+        done = h.done.get(job)
+        assert done is None or done.exchange is None, \
+            "a sample came out of a rejected answer's interleaved report"
