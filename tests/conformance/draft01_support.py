@@ -160,26 +160,23 @@ class ScriptedServer(TsqServer):
 
 
 class ScriptedThread(ServerThread):
-    """ServerThread running a ScriptedServer whose sessions follow `script`."""
+    """A ServerThread whose server is a ScriptedServer with sessions that follow `script`."""
 
     def __init__(self, config: ServerConfig, script: Optional[ScriptFn]) -> None:
         super().__init__(config)
         self.session_class = type("Scripted", (ScriptedSession,), {"script": staticmethod(script)}) \
             if script is not None else ServerSession
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.server = ScriptedServer(self.config)
+    def start(self, timeout_s: float = 10.0) -> ScriptedThread:
+        super().start(timeout_s)
+
+        def become_scripted() -> None:
+            assert self.server is not None
+            self.server.__class__ = ScriptedServer   # the same server, now also running Scripts
             self.server.session_class = self.session_class
-            self.loop.run_until_complete(self.server.start())
-        except BaseException as exc:  # reported to start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.close()
+
+        self.call(become_scripted)   # before any client can connect
+        return self
 
     @property
     def stats(self) -> Dict[str, int]:
@@ -397,11 +394,12 @@ class ClientHarness:
             self.session.packet_done(self.now())
         self._drain()
 
-    def fin(self, sent: Sent, gap_ns: int = 100_000) -> None:
-        self.advance(gap_ns)
-        self.session.stream_data(sent.key, b"", True, self.raw, True)
-        self.session.packet_done(self.now())
-        self._drain()
+    def reply(self, sent: Sent, data: bytes) -> None:
+        """Deliver `data` as the whole answer to `sent`, on its own transport (FIN on a stream)."""
+        if sent.mode == "stream":
+            self.stream(sent, data)
+        else:
+            self.datagram(data)
 
     def datagram(self, payload: bytes, gap_ns: int = 100_000) -> None:
         self.advance(gap_ns)

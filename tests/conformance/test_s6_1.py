@@ -38,8 +38,11 @@ class TestS6_1:
         async def go() -> None:
             async with aioquic_server(pki, server_alpns) as port:
                 c = tsq_client(port, connect_timeout_s=3.0)
-                with pytest.raises(TsqHandshakeError):
+                with pytest.raises(TsqHandshakeError) as info:
                     await c.connect()
+                assert c.name in str(info.value)
+                if server_alpns == ["tsq/1"]:   # the deployed implementation: say how to opt in
+                    assert "--allow-legacy-alpn" in str(info.value)
                 await c.close()
 
         run(go())

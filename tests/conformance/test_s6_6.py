@@ -130,10 +130,7 @@ class TestS6_6:
         }[anomaly]()
         if anomaly == "T4 < T1":
             h.raw = sent.t1_raw - 100_000 - 100_000   # the packet is stamped before the request left
-        if mode == "stream":
-            h.stream(sent, honest)
-        else:
-            h.datagram(honest)
+        h.reply(sent, honest)
         done = h.result(job)
         assert done.exchange is None and isinstance(done.error, TsqInvalidResponse)
         assert len(h.discards) == 1 and h.session.name in h.discards[0]

@@ -169,10 +169,7 @@ class TestS7Replay:
         sent = h.sent()
         t2 = h.t2_ntp(sent)
         bad = h.honest(sent, t3=t2 - (1 << 32) // 1000)   # 1 ms before T2
-        if mode == "stream":
-            h.stream(sent, bad)
-        else:
-            h.datagram(bad)
+        h.reply(sent, bad)
         done = h.result(job)
         assert done.exchange is None and "T3 earlier than T2" in str(done.error)
 
@@ -208,10 +205,7 @@ class TestS7Signatures:
         assert sent.req.signature_request
         unsigned = h.honest(sent)   # the honest peer is asked to sign, but no signer is given
         assert wire.decode_response(unsigned).signature is None  # type: ignore[union-attr]
-        if mode == "stream":
-            h.stream(sent, unsigned)
-        else:
-            h.datagram(unsigned)
+        h.reply(sent, unsigned)
         done = h.result(job)
         assert done.exchange is None and "unsigned" in str(done.error) and len(h.discards) == 1
 

@@ -116,10 +116,7 @@ class TestS8:
         job = h.start(mode)
         sent = h.sent()
         data = h.honest(sent)
-        if mode == "stream":
-            h.stream(sent, data)
-        else:
-            h.datagram(data)
+        h.reply(sent, data)
         done = h.result(job)
         assert done.exchange is None and "unsigned" in str(done.error)
 
