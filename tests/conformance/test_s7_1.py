@@ -61,7 +61,7 @@ class TestS7_1:
         exchanges whose answers arrive in the opposite order are both valid samples."""
 
         def reorder(ctx: Ctx) -> Any:
-            return [ctx.reply(ctx.honest, delay_s=0.1 if ctx.number == 3 else 0.0)]
+            return [ctx.reply(ctx.honest, delay_s=0.15 if ctx.number == 3 else 0.0)]
 
         with tsq_server(reorder) as srv:
             async def go() -> None:
@@ -69,7 +69,7 @@ class TestS7_1:
                 await c.exchange("datagram")     # requests 1 (warm-up) and 2
                 late, early = await asyncio.gather(c.exchange("datagram"), c.exchange("datagram"))
                 assert late.t4_raw > early.t4_raw and late.t1_raw < early.t1_raw
-                assert late.delay_ns < 50_000_000 and c.discarded_responses == 0
+                assert late.delay_ns < 100_000_000 and c.discarded_responses == 0   # T3 left late too
                 await c.close()
 
             run(go())
