@@ -64,15 +64,18 @@ class TestS6_4:
     def test_client_reads_no_ack_as_no_support(self, harness: Harness, tsq_server: Callable[..., Any],
                                                tsq_client: Callable[..., Any]) -> None:
         """§6.4: "Clients MUST interpret the absence of the acknowledgment TLV as lack of support"
-        (and MAY proceed without Precision Mode). A response without the ack is complete as it
-        stands: the client does not wait for padding that will not come (no FIN needed), and the
-        sample is valid; over QUIC against a server with precision off, likewise."""
+        (and MAY proceed without Precision Mode). A whole response without the ack (here its FIN
+        comes 5 ms after its bytes) is a valid sample, unpadded, stamped at its last byte, not at
+        the FIN; over QUIC against a server with precision off, likewise."""
         h = harness()
         job = h.start("stream")
         sent = h.sent()
         assert sent.req.precision
         h.stream(sent, h.honest(sent, precision=False), fin=False)
-        assert h.result(job).exchange is not None
+        last_byte = h.raw
+        h.stream(sent, b"", gap_ns=5_000_000)
+        ex = h.result(job).exchange
+        assert ex is not None and ex.t4_raw == last_byte
         with tsq_server(precision=False) as srv:
             async def go() -> None:
                 c = tsq_client(srv.port)
