@@ -653,28 +653,35 @@ def decode_request(data: Union[bytes, bytearray, memoryview]) -> Request:
     )
 
 
-def _decode_error_response(data: bytes, spans: List[_Span]) -> ErrorResponse:
-    _type, offset, start, stop = spans[0]
-    value = data[start:stop]
+def _decode_error_response(data: bytes) -> ErrorResponse:
+    """An Error response: the Error TLV, and a Signature Block when exactly one follows it.
+
+    §6.3.2: a client receiving an Error TLV MUST treat the request as failed and MUST NOT parse any
+    further TLV, so whatever else follows is ignored unread; the one exception is the Signature
+    Block the same section allows after it (which covers the Error TLV).
+    """
+    if len(data) < TLV_HEADER_SIZE or len(data) < TLV_HEADER_SIZE + data[1]:
+        raise WireError(f"Error TLV at offset 0 declares {data[1] if len(data) > 1 else '?'} value bytes, "
+                        f"only {max(0, len(data) - TLV_HEADER_SIZE)} remain")
+    stop = TLV_HEADER_SIZE + data[1]
+    value = data[TLV_HEADER_SIZE:stop]
     if len(value) < 2:
-        raise WireError(f"Error TLV at offset {offset} is {len(value)} bytes, needs at least 2")
-    _check_reserved(value, 1, ERROR, offset)
-    reason = _decode_utf8(value[2:], "Error reason", offset)
+        raise WireError(f"Error TLV at offset 0 is {len(value)} bytes, needs at least 2")
+    _check_reserved(value, 1, ERROR, 0)
+    reason = _decode_utf8(value[2:], "Error reason", 0)
     signature: Optional[SignatureBlock] = None
-    if len(spans) == 2 and spans[1][0] == SIGNATURE:
-        _t, sig_offset, sig_start, sig_stop = spans[1]
-        signature = _decode_signature(data[sig_start:sig_stop], sig_offset)
-    elif len(spans) > 1:
-        raise WireError("Error TLV must appear alone (optionally followed by a Signature Block)")
+    rest = data[stop:]
+    if len(rest) >= TLV_HEADER_SIZE and rest[0] == SIGNATURE and len(rest) == TLV_HEADER_SIZE + rest[1]:
+        signature = _decode_signature(rest[TLV_HEADER_SIZE:], stop)
     return ErrorResponse(value[0], reason, signature, data[:stop] if signature is not None else b"")
 
 
 def decode_response(data: Union[bytes, bytearray, memoryview]) -> Union[Response, ErrorResponse]:
     """Decode and validate a TSQ Response or Error response (raises WireError only)."""
     data = _as_bytes(data)
+    if data and data[0] == ERROR:
+        return _decode_error_response(data)
     spans = _split(data)
-    if spans[0][0] == ERROR:
-        return _decode_error_response(data, spans)
     nonce = _check_nonce(data, spans[0])
     stamps: List[int] = []
     for index, expected in ((1, RECEIVE_TS), (2, SEND_TS)):

@@ -245,7 +245,7 @@ def test_unsolicited_datagrams_are_discarded(server: ScriptedThread, misbehave: 
         c = tsq_client(server.port)
         await c.connect()
         samples = [await c.exchange(mode) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)   # let the last junk frames in, also on a loaded machine
         assert all(ex.mode == mode and ex.delay_ns > 0 for ex in samples)
         per_answer = 3 if mode == "stream" else 2   # the warm-up (request 1) is answered honestly
         assert c.discarded_responses == per_answer * 2

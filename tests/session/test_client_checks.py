@@ -120,7 +120,7 @@ def test_wrong_nonce_over_datagrams_is_unsolicited(make_link: LINK) -> None:
     link.pump()
     link.advance(MS)
     link.datagram(link.reply(link.sent[-1], nonce=bytes(16)))
-    assert link.discarded == ["datagram response with an unknown nonce discarded"]
+    assert link.discarded == ["srv: datagram response with an unknown nonce discarded (§6.6)"]
     assert link.done(job) is None                        # the real answer may still come
     link.advance(MS)
     link.datagram(link.reply(link.sent[-1]))
@@ -136,7 +136,7 @@ def test_a_duplicated_datagram_answer_gives_one_sample(make_link: LINK) -> None:
     link.datagram(answer)
     link.datagram(answer)                                # duplicated on the way
     assert len([e for e in link.of(JobDone) if e.job == job]) == 1
-    assert link.discarded == ["datagram response with an unknown nonce discarded"]
+    assert link.discarded == ["srv: datagram response with an unknown nonce discarded (§6.6)"]
 
 
 @pytest.mark.parametrize("data", [b"", b"\x01", b"\x01\x10" + bytes(15), wire.encode_error(1, "x"),
@@ -146,7 +146,7 @@ def test_unsolicited_datagrams_are_discarded(make_link: LINK, data: bytes) -> No
     job = link.client.start_sample(link.now())
     link.pump()
     link.datagram(data)
-    assert link.discarded == ["datagram response with an unknown nonce discarded"]
+    assert link.discarded == ["srv: datagram response with an unknown nonce discarded (§6.6)"]
     assert link.done(job) is None and link.client.discarded_responses == 1
 
 
@@ -158,7 +158,7 @@ def test_a_late_datagram_after_a_timeout_is_discarded(make_link: LINK) -> None:
     link.run(job)
     assert isinstance(link.done(job).error, TsqTimeout)
     link.datagram(link.reply(out))                       # the answer, too late: nobody waits for it
-    assert link.discarded == ["datagram response with an unknown nonce discarded"]
+    assert link.discarded == ["srv: datagram response with an unknown nonce discarded (§6.6)"]
 
 
 # ------------------------------------------------------------------------------------------ signatures

@@ -400,7 +400,7 @@ def test_raw_datagram_is_fire_and_forget(make_link: LINK) -> None:
     assert isinstance(done, JobDone) and done.payload is None and done.error is None
     assert link.sent[0].mode == "datagram" and link.client.pending_keys() == []
     link.datagram(link.reply(link.sent[0]))              # whatever comes back is unsolicited
-    assert link.discarded == ["datagram response with an unknown nonce discarded"]
+    assert link.discarded == ["srv: datagram response with an unknown nonce discarded (§6.6)"]
 
 
 def test_raw_job_on_a_dead_connection(make_link: LINK) -> None:

@@ -100,17 +100,17 @@ def test_a_report_that_fails_the_checks_is_not_used(make_link: LINK, kit: Any) -
     assert len(link.sent) == 4
 
 
-def test_a_rejected_sample_still_delivers_the_previous_ones_refinement(make_link: LINK, kit: Any) -> None:
+def test_a_rejected_answer_refines_nothing(make_link: LINK, kit: Any) -> None:
+    """Draft §6.6: nothing of an invalid response is used, not even its report of the previous T3."""
     link = make_link(serve=False)
-    job, previous, nonce = warm_then_sample(link)
-    tx = previous.t3_unix + 3 * US
-    report = kit.format_xleave(nonce, tx)
+    job, _previous, nonce = warm_then_sample(link)
+    report = kit.format_xleave(nonce, _previous.t3_unix + 3 * US)
     out = link.sent[-1]
     link.datagram(link.reply(out, t2=link.utc, t3=link.utc - US, metadata=(("xleave-tx", report),)))
     done = link.done(job)
-    assert link.discarded == ["srv: T3 earlier than T2 (§6.6)"]     # this exchange: no sample ...
-    assert done.error is None and done.interleaved                 # ... but the previous one's is
-    assert done.exchange.t1_raw == previous.t1_raw and done.exchange.t3_unix == kit.ntp_round(tx)
+    assert link.discarded == ["srv: T3 earlier than T2 (§6.6)"]
+    assert isinstance(done.error, TsqInvalidResponse) and not done.interleaved
+    assert link.client.previous is None          # and it cannot be refined later either
 
 
 def test_a_report_in_a_response_that_fails_the_nonce_check_is_not_used(make_link: LINK, kit: Any) -> None:

@@ -175,6 +175,11 @@ class TsqClient:
 
     # ------------------------------------------------------------------------------ state
     @property
+    def reconnects(self) -> int:
+        """Connections made after the first (a stall, a closed connection, a server restart)."""
+        return max(0, self.connections - 1)
+
+    @property
     def verifier(self) -> Optional[Verifier]:
         return self.options.verifier
 
@@ -447,7 +452,7 @@ class TsqClient:
             elif isinstance(event, Discarded):
                 self.discarded_responses += 1
                 self.discards = [*self.discards[-7:], event.reason]
-                log.info("%s", event.reason)
+                log.warning("%s", event.reason)   # draft §6.6: discard, log a diagnostic warning
             elif isinstance(event, ModeFallback):
                 self.fallbacks += 1
                 log.warning("%s", event.reason)

@@ -212,6 +212,7 @@ class ClientSession:
         self.last_response: Optional[wire.Response] = None
         self.last_interleaved: Optional[Exchange] = None
         self._now = Instant(0, 0)              # the latest instant any input carried
+        self._delivered_nonce = b""            # the last exchange returned in its basic form
 
     # -------------------------------------------------------------------------- connection
     def handshake_completed(self, now: Instant, alpn: Optional[str], peer_datagrams: bool,
@@ -276,7 +277,9 @@ class ClientSession:
         if not self.warmed_up:
             self.warmed_up = True
             with contextlib.suppress(TsqTimeout, TsqInvalidResponse):
-                yield _Ask(mode, "warmup")   # biased by the handshake: never a sample itself
+                # Biased by the handshake: never a sample in its basic form (with interleaving the
+                # next answer's report may still complete it with its precise T3).
+                yield _Ask(mode, "warmup")
         answer = yield _Ask(mode, "measure")
         return answer.exchange, False, None
 
@@ -312,10 +315,16 @@ class ClientSession:
             if refined is not None:
                 return refined, True, None
             if ex is not None and (not opts.interleaved or not self.xleave_seen):
-                return ex, False, None
+                return self._deliver_basic(ex), False, None
         if ex is None:
             raise lost if lost is not None else TsqInvalidResponse(f"{self.name}: no valid sample")
-        return ex, False, None
+        return self._deliver_basic(ex), False, None
+
+    def _deliver_basic(self, ex: Exchange) -> Exchange:
+        """An exchange goes out as a sample in its basic form: it must not come back refined."""
+        if self.previous is not None and self.previous[1] is ex:
+            self._delivered_nonce = self.previous[0]
+        return ex
 
     def _raw_job(self, mode: str, data: bytes) -> JobGen:
         if self._choose_mode(mode) == "datagram":
@@ -442,7 +451,7 @@ class ClientSession:
         p = self._by_nonce.pop(nonce, None)
         if p is None or p.key not in self._pending:
             # Draft §6.6: a response whose nonce matches no outstanding request is discarded.
-            self._discard("datagram response with an unknown nonce discarded")
+            self._discard(f"{self.name}: datagram response with an unknown nonce discarded (§6.6)")
             return
         self._complete(p, now, bytes(data), rx_raw, kernel)
 
@@ -472,8 +481,10 @@ class ClientSession:
             p.dirty = False
             if len(p.buffer) > MAX_RESPONSE_BYTES:
                 self._outgoing.append(StopReading(p.key))
-                self._fail_request(p, TsqInvalidResponse(
-                    f"{self.name}: stream response exceeds {MAX_RESPONSE_BYTES} bytes: refused"), now)
+                error = TsqInvalidResponse(
+                    f"{self.name}: stream response exceeds {MAX_RESPONSE_BYTES} bytes: refused")
+                self._discard(str(error))
+                self._fail_request(p, error, now)
                 continue
             data = bytes(p.buffer)
             if p.purpose == "raw":
@@ -532,13 +543,15 @@ class ClientSession:
             clock_quality=resp.clock_quality, time_source=resp.time_source, metadata=resp.metadata,
         )
         self.last_response = resp
-        # Before checking this sample: its response may carry the previous one's precise T3, and its
-        # own T3 may be refined by the next response even when the basic sample fails.
-        refined = self._interleave(resp, p.nonce, ex, now)
         try:
             check(ex, raw_to_unix_ns=now.real_ns - now.raw_ns, max_offset_ns=self.options.max_offset_ns)
         except SampleRejected as exc:
+            # Draft §6.6: nothing from an invalid response is used — not its report of the previous
+            # exchange's T3, and it cannot itself be refined later.
+            self.previous = None
+            self.last_interleaved = None
             raise TsqInvalidResponse(f"{self.name}: {exc} (§6.6)") from exc
+        refined = self._interleave(resp, p.nonce, ex, now)
         return _Answer(ex, payload, refined)
 
     def _check_signature(self, resp: wire.Response) -> None:
@@ -564,7 +577,7 @@ class ClientSession:
         if value is None:
             return None
         self.xleave_seen = True
-        if previous is None or previous[1].mode != ex.mode:
+        if previous is None or previous[1].mode != ex.mode or previous[0] == self._delivered_nonce:
             return None
         t3 = parse_xleave(value, previous[0], now.real_ns)
         if t3 is None:
