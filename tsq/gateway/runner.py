@@ -27,6 +27,7 @@ from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics
 from tsq.outputs.refclock import RefclockOutput
 from tsq.outputs.sysclock import SysclockError, SystemClockAdjuster
 from tsq.quic.client import TsqClient, TsqError
+from tsq.quic.trust import normalise_pin
 from tsq.session.scheduler import SchedulerConfig, SourceScheduler
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
 from tsq.sync.exchange import Exchange
@@ -83,6 +84,23 @@ class SyncConfig:
     quiet: bool = False
 
 
+def check_trust(config: SyncConfig) -> None:
+    """Refuse, before anything starts, trust settings that would fail at every connection attempt
+    (ValueError with one line): a malformed pin, a CA file that cannot be read, a bad mode."""
+    if config.pin is not None:
+        normalise_pin(config.pin)           # ValueError naming the pin
+    if config.ca is not None:
+        try:
+            with open(config.ca, "rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise ValueError(f"--ca {config.ca}: {exc.strerror or exc}") from None
+    if config.mode not in ("auto", "datagram", "stream"):
+        raise ValueError(f"mode {config.mode!r}: use auto, datagram or stream")
+    if config.minpoll > config.maxpoll:
+        raise ValueError(f"minpoll {config.minpoll} is above maxpoll {config.maxpoll}")
+
+
 def trust_verifier(verify_key: Optional[str], key_id: int, require_signature: bool) -> Optional[Verifier]:
     """The Signature Block verifier of --verify-key (which implies requiring signed responses).
 
@@ -111,6 +129,7 @@ class SyncRunner:
     def __init__(self, config: SyncConfig) -> None:
         if not config.servers:
             raise ValueError("no TSQ server given")
+        check_trust(config)
         self.sysclock: Optional[SystemClockAdjuster] = None
         if config.adjust_system:
             # Raises SysclockError without CAP_SYS_TIME (unless dry-run): refuse before starting.
