@@ -11,13 +11,19 @@
  * compares simulated time (cycles / 16 MHz) with CLOCK_MONOTONIC since start and sleeps while it is
  * ahead, so the MCU's clock runs at host speed on average. When the host is slower (or the process
  * is descheduled) simulated time falls behind; each debug line ends with simlag_ns=, how far behind
- * real time the simulation was when the line was written, which is the allowance the tests add. */
+ * real time the simulation was when the line was written (its spread is the allowance the tests
+ * add), host_rt_ns=, CLOCK_REALTIME as the firmware finished the line (taken here: no pipe or
+ * reader latency), and sim_ns=, simulated time since the MCU's reset at that moment. The firmware
+ * computed utc= at tick= and took a while formatting the line (64-bit decimals on an 8-bit core:
+ * milliseconds); tick= at 250 kHz is sim_ns / 4000 (Timer1 started a few µs after reset), so the
+ * tests place utc= at host_rt_ns - (sim_ns - 4000 * tick). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +38,7 @@ static volatile sig_atomic_t g_stop, g_reset;
 static char g_line[512];
 static size_t g_line_len;
 static int64_t g_host0, g_lag;
+static uint64_t g_cycle_at_reset; /* simulated time since the MCU's last reset counts from here */
 
 static int64_t mono_ns(void)
 {
@@ -54,7 +61,11 @@ static void console_write(struct avr_t *avr, avr_io_addr_t addr, uint8_t v, void
     avr->data[addr] = v;
     if (v == '\n' || g_line_len >= sizeof g_line - 1) {
         g_line[g_line_len] = 0;
-        printf("%s simlag_ns=%lld\n", g_line, (long long)g_lag);
+        struct timespec rt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        printf("%s simlag_ns=%lld host_rt_ns=%lld sim_ns=%lld\n", g_line, (long long)g_lag,
+               (long long)rt.tv_sec * 1000000000ll + rt.tv_nsec,
+               (long long)((avr->cycle - g_cycle_at_reset) * 1000000000ull / avr->frequency));
         fflush(stdout);
         g_line_len = 0;
     } else {
@@ -99,6 +110,16 @@ int main(int argc, char **argv)
     uart_pty_init(avr, &pty);
     uart_pty_connect(&pty, '0');
     {
+        /* Raw from the start, as a UART is: simavr leaves the pty in the kernel's default cooked
+         * mode, which until the bridge opens it and sets raw would turn a 0x0D the MCU sends into
+         * 0x0A and echo the MCU's own bytes back to it. (termios calls on the master act on the pty.) */
+        struct termios t;
+        if (tcgetattr(pty.port[0].s, &t) == 0) {
+            cfmakeraw(&t);
+            tcsetattr(pty.port[0].s, TCSANOW, &t);
+        }
+    }
+    {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.new", link);
         unlink(tmp);
@@ -123,6 +144,7 @@ int main(int argc, char **argv)
         if (g_reset) {
             g_reset = 0;
             avr_reset(avr);
+            g_cycle_at_reset = avr->cycle;
             g_line_len = 0;
         }
         sim_ns = (int64_t)((avr->cycle - cycle0) * 1000000000ull / avr->frequency);

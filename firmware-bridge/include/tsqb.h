@@ -89,6 +89,11 @@ enum tsqb_err {
 #define TSQB_CAP_PPS 2u
 #define TSQB_FLAG_SYNCHRONISED 1u
 
+/* How often the device sends STATUS unasked (the emulated images use 1 s, so their tests see many). */
+#ifndef TSQB_STATUS_INTERVAL_S
+#define TSQB_STATUS_INTERVAL_S 10u
+#endif
+
 /* The plausibility limits (PROTOCOL.md). */
 #define TSQB_RATE_TOL_PPM 1000u
 #define TSQB_SYNC_BOUND_MAX_NS 1000000000u

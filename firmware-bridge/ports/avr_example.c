@@ -17,8 +17,9 @@
 
 static volatile uint32_t g_hi; /* Timer1 overflows (each 65536 ticks), bumped by its ISR */
 static tsqb_device g_dev;
-static volatile uint8_t g_in_write;
-static volatile uint16_t g_rx_during_write; /* RX interrupts taken while a frame was being written */
+static volatile uint8_t g_in_write;         /* 1: writing a frame, 2: writing a STATUS */
+static volatile uint16_t g_rx_during_write;  /* RX interrupts taken while a frame was being written */
+static volatile uint16_t g_rx_during_status; /* ... while that frame was a STATUS */
 
 ISR(TIMER1_OVF_vect) { g_hi = g_hi + 1u; }
 
@@ -41,7 +42,7 @@ uint64_t tsqb_port_ticks(void)
 void tsqb_port_write(const uint8_t *data, size_t n)
 {
     size_t i;
-    g_in_write = 1;
+    g_in_write = (n > 2 && data[2] == TSQB_STATUS) ? 2 : 1; /* COBS code, version, type */
     for (i = 0; i < n; i++) {
         while (!(UCSR0A & (1 << UDRE0)))
             ;
@@ -59,6 +60,8 @@ ISR(USART_RX_vect)
     tsqb_device_rx_byte(&g_dev, byte, tsqb_port_ticks());
     if (g_in_write)
         g_rx_during_write = g_rx_during_write + 1u;
+    if (g_in_write == 2)
+        g_rx_during_status = g_rx_during_status + 1u;
 }
 
 #ifdef TSQB_DEBUG_CONSOLE
@@ -94,13 +97,14 @@ int main(void)
 #ifdef TSQB_DEBUG_CONSOLE
         if (now >= next_debug) {
             char line[TSQB_DEBUG_LINE_MAX];
-            uint16_t rx_during_write;
+            uint16_t rx_during_write, rx_during_status;
             uint8_t s = SREG;
             cli();
             rx_during_write = g_rx_during_write; /* 16 bits: read with interrupts off */
+            rx_during_status = g_rx_during_status;
             SREG = s;
             next_debug = now + TICK_HZ;
-            console_write(line, tsqb_debug_line(&g_dev, tsqb_port_ticks(), rx_during_write, line));
+            console_write(line, tsqb_debug_line(&g_dev, tsqb_port_ticks(), rx_during_write, rx_during_status, line));
         }
 #endif
     }

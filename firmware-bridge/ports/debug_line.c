@@ -30,7 +30,7 @@ static size_t put_i64(char *out, size_t at, int64_t v)
     return put_u64(out, at, (uint64_t)v);
 }
 
-size_t tsqb_debug_line(const tsqb_device *d, uint64_t tick, uint16_t rx_in_tx, char *out)
+size_t tsqb_debug_line(const tsqb_device *d, uint64_t tick, uint16_t rx_in_tx, uint16_t rx_in_status, char *out)
 {
     int64_t utc = 0;
     uint32_t bound = 0;
@@ -56,6 +56,8 @@ size_t tsqb_debug_line(const tsqb_device *d, uint64_t tick, uint16_t rx_in_tx, c
     at = put_i64(out, at, d->last_error);
     at = put_str(out, at, " rx_in_tx=");
     at = put_u64(out, at, rx_in_tx);
+    at = put_str(out, at, " rx_in_status=");
+    at = put_u64(out, at, rx_in_status);
     out[at++] = '\n';
     return at;
 }

@@ -197,7 +197,7 @@ void tsqb_device_poll(tsqb_device *d, uint64_t now)
     }
     if (!tsqb_device_has_timescale(d) && !d->pinged && now - d->last_hello_tick >= d->tick_hz)
         send_hello(d, now);
-    if (now - d->last_status_tick >= 10u * (uint64_t)d->tick_hz)
+    if (now - d->last_status_tick >= (uint64_t)TSQB_STATUS_INTERVAL_S * d->tick_hz)
         send_status(d, now);
 }
 

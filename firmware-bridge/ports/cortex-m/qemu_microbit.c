@@ -34,17 +34,23 @@
 #define NVIC_ISER (*(volatile uint32_t *)0xE000E100u)
 #define UART0_IRQN 2u
 
-static volatile uint8_t g_in_write;
-static volatile uint16_t g_rx_during_write;
+/* 10 bit times per byte at 115200 baud, in ticks. QEMU's UART model sends a byte at once; a real
+ * UART takes this long, and so does this write, so the main loop spends as long writing a frame
+ * (and receive interrupts land in the middle of it as often) as on hardware. */
+#define BYTE_TICKS (TICK_HZ * 10u / 115200u)
+
+static volatile uint8_t g_in_write; /* 1: writing a frame, 2: writing a STATUS */
+static volatile uint16_t g_rx_during_write, g_rx_during_status;
 
 void tsqb_cm_uart_write(const uint8_t *data, size_t n)
 {
     size_t i;
-    g_in_write = 1;
+    g_in_write = (n > 2 && data[2] == TSQB_STATUS) ? 2 : 1; /* COBS code, version, type */
     for (i = 0; i < n; i++) {
+        uint64_t start = tsqb_port_ticks();
         UART_TXDRDY = 0;
         UART_TXD = data[i];
-        while (!UART_TXDRDY)
+        while (!UART_TXDRDY || tsqb_port_ticks() - start < BYTE_TICKS)
             ;
     }
     g_in_write = 0;
@@ -63,6 +69,8 @@ void UART0_IRQHandler(void)
         tsqb_cm_rx_isr((uint8_t)UART_RXD);
         if (g_in_write)
             g_rx_during_write = (uint16_t)(g_rx_during_write + 1u);
+        if (g_in_write == 2)
+            g_rx_during_status = (uint16_t)(g_rx_during_status + 1u);
     }
 }
 
@@ -98,7 +106,7 @@ int main(void)
             size_t n;
             uint64_t now = tsqb_port_ticks();
             next_debug = now + TICK_HZ;
-            n = tsqb_debug_line(tsqb_cm_device(), now, g_rx_during_write, line);
+            n = tsqb_debug_line(tsqb_cm_device(), now, g_rx_during_write, g_rx_during_status, line);
             line[n] = 0;
             semihost_write0(line);
         }
