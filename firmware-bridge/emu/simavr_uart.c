@@ -11,8 +11,9 @@
  * compares simulated time (cycles / 16 MHz) with CLOCK_MONOTONIC since start and sleeps while it is
  * ahead, so the MCU's clock runs at host speed on average. When the host is slower (or the process
  * is descheduled) simulated time falls behind; each debug line ends with simlag_ns=, how far behind
- * real time the simulation was when the line was written (its spread is the allowance the tests
- * add), host_rt_ns=, CLOCK_REALTIME as the firmware finished the line (taken here: no pipe or
+ * real time the simulation was when the line was written, simlag_min_ns= / simlag_max_ns= its range
+ * since the previous line (the spread is the allowance the tests add: the bridge saw the MCU's
+ * clock jitter by that much), host_rt_ns=, CLOCK_REALTIME as the firmware finished the line (taken here: no pipe or
  * reader latency), and sim_ns=, simulated time since the MCU's reset at that moment. The firmware
  * computed utc= at tick= and took a while formatting the line (64-bit decimals on an 8-bit core:
  * milliseconds); tick= at 250 kHz is sim_ns / 4000 (Timer1 started a few µs after reset), so the
@@ -37,7 +38,7 @@
 static volatile sig_atomic_t g_stop, g_reset;
 static char g_line[512];
 static size_t g_line_len;
-static int64_t g_host0, g_lag;
+static int64_t g_host0, g_lag, g_lag_min = INT64_MAX, g_lag_max = INT64_MIN; /* range since the last line */
 static uint64_t g_cycle_at_reset; /* simulated time since the MCU's last reset counts from here */
 
 static int64_t mono_ns(void)
@@ -63,10 +64,13 @@ static void console_write(struct avr_t *avr, avr_io_addr_t addr, uint8_t v, void
         g_line[g_line_len] = 0;
         struct timespec rt;
         clock_gettime(CLOCK_REALTIME, &rt);
-        printf("%s simlag_ns=%lld host_rt_ns=%lld sim_ns=%lld\n", g_line, (long long)g_lag,
+        printf("%s simlag_ns=%lld simlag_min_ns=%lld simlag_max_ns=%lld host_rt_ns=%lld sim_ns=%lld\n", g_line,
+               (long long)g_lag, (long long)g_lag_min, (long long)g_lag_max,
                (long long)rt.tv_sec * 1000000000ll + rt.tv_nsec,
                (long long)((avr->cycle - g_cycle_at_reset) * 1000000000ull / avr->frequency));
         fflush(stdout);
+        g_lag_min = INT64_MAX;
+        g_lag_max = INT64_MIN;
         g_line_len = 0;
     } else {
         g_line[g_line_len++] = (char)v;
@@ -150,6 +154,8 @@ int main(int argc, char **argv)
         sim_ns = (int64_t)((avr->cycle - cycle0) * 1000000000ull / avr->frequency);
         host_ns = mono_ns() - g_host0;
         g_lag = host_ns - sim_ns;
+        g_lag_min = g_lag < g_lag_min ? g_lag : g_lag_min;
+        g_lag_max = g_lag > g_lag_max ? g_lag : g_lag_max;
         if (g_lag < -200000) { /* more than 0.2 ms ahead: wait for real time */
             struct timespec d = {0, (long)(-g_lag)};
             nanosleep(&d, NULL);
