@@ -413,7 +413,11 @@ class BridgeThread:
 
     def __init__(self, path: str, ping_interval_s: float = 0.25) -> None:
         from tsq.bridge.service import Bridge, BridgeConfig
-        from tsq.sync.systemmodel import SystemClockModel
+
+        try:  # its home after the architecture change (issue 10); before it, tsq.sync
+            from tsq.gateway.systemmodel import SystemClockModel
+        except ImportError:
+            from tsq.sync.systemmodel import SystemClockModel  # type: ignore[no-redef]
 
         # One ping per interval (`--single-ping`): the bridge counts a PONG whose T2 precedes the
         # previous PONG's T3 as a device reset and drops its fit; a device that stamps T2 in its RX
