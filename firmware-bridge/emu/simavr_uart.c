@@ -162,7 +162,8 @@ int main(int argc, char **argv)
         }
         (void)cycle0;
     }
-    uart_pty_stop(&pty);
+    /* No uart_pty_stop(): it joins a thread blocked in select() on the pty and can wait forever;
+     * exiting closes everything. */
     unlink(link);
     fprintf(stderr, "simavr-uart: stopped (state %d)\n", state);
     return 0;
