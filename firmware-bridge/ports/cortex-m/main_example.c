@@ -1,8 +1,9 @@
-/* Minimal Cortex-M image for `make cross`: shows the port's entry points linked together. */
+/* Minimal Cortex-M image for `make cross`: shows the port's entry points linked together. A real
+ * application also routes SysTick_Handler to tsqb_cm_systick_isr() and its UART RX interrupt to
+ * tsqb_cm_rx_isr() (see qemu_microbit.c for a complete one). */
 #include <stdint.h>
 
-void tsqb_cm_init(uint32_t device_id, uint32_t tick_hz);
-void tsqb_cm_poll(void);
+#include "tsqb_cm.h"
 
 int main(void)
 {

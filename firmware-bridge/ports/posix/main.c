@@ -209,7 +209,7 @@ int main(int argc, char **argv)
 
     while (!g_stop) {
         struct pollfd p;
-        uint8_t buf[256];
+        uint8_t buf[TSQB_RING_SIZE]; /* poll() below empties the ring, so one read always fits */
         ssize_t n;
         int64_t now_mono;
         if (g_fd < 0) {
@@ -243,7 +243,7 @@ int main(int argc, char **argv)
                 n = read(g_fd, buf, sizeof buf);
                 if (n > 0) {
                     uint64_t t = tsqb_port_ticks(); /* the delimiter's arrival: T2 */
-                    for (i = 0; i < n; i++)
+                    for (i = 0; i < n; i++) /* as an RX interrupt would: append only */
                         tsqb_device_rx_byte(&g_dev, buf[i], t);
                     if (rx_spin_ms > 0)
                         spin_until = clock_ns(CLOCK_MONOTONIC) + (int64_t)(rx_spin_ms * 1e6);
@@ -273,7 +273,7 @@ int main(int argc, char **argv)
                 rt0 = clock_ns(CLOCK_REALTIME);
                 state = tsqb_device_utc_now(&g_dev, tsqb_port_ticks(), &utc, &bound);
                 rt1 = clock_ns(CLOCK_REALTIME);
-                if (state != TSQB_UNSYNC || g_dev.have_ts)
+                if (tsqb_device_has_timescale(&g_dev))
                     fprintf(truth_f, "%lld %lld %lld %lu %d\n", (long long)((rt0 + rt1) / 2), (long long)utc,
                             (long long)(utc - (rt0 + rt1) / 2), (unsigned long)bound, state);
                 else
