@@ -1,4 +1,4 @@
-"""The `tsq sync --config FILE` TOML file (see examples/tsq-sync.toml for a documented one).
+"""The gateway's TOML configuration (`tsq gateway`, `tsq sync`, the bridge; examples/tsq.toml).
 
     servers = ["time.example.net:4433", "time2.example.net"]
     mode = "auto"            # auto | datagram | stream
@@ -13,6 +13,11 @@
     [system_clock]           # adjust = true, makestep = 1.0, makestep_limit = 3, panic = 1000.0, dry_run
     [refclock]               # sock = "/run/chrony/tsq.sock", time_bits = "auto" | 32 | 64
     [metrics]                # file = "/var/lib/prometheus/node-exporter/tsq.prom", port = 9473
+    [bridge]                 # ports = ["/dev/ttyUSB0"], baud = 115200, link = "auto", ping_interval = 1.0,
+                             # single_ping, nmea, nmea_position = [lat, lon], source = "engine" | "system",
+                             # assume_bound_ns (with source = "system")
+
+Read from /etc/tsq/tsq.toml by default, then /etc/tsq/tsq.d/*.toml in name order (drop-ins).
 
 `parse_config(text)` returns the keyword arguments of SyncConfig and raises ConfigError, and only
 ConfigError, for anything wrong (syntax, unknown key, wrong type), naming the key.
@@ -20,8 +25,9 @@ ConfigError, for anything wrong (syntax, unknown key, wrong type), naming the ke
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,6 +77,22 @@ def _mode(v: Any) -> str:
     return str(v)
 
 
+def _position(v: Any) -> Tuple[float, float]:
+    if (not isinstance(v, list) or len(v) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+        raise TypeError("[latitude, longitude] in degrees")
+    lat, lon = float(v[0]), float(v[1])
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise TypeError("[latitude, longitude] within [-90, 90] and [-180, 180]")
+    return lat, lon
+
+
+def _source(v: Any) -> str:
+    if v not in ("engine", "system"):
+        raise TypeError('"engine" (the TSQ servers above) or "system" (this host\'s disciplined clock)')
+    return str(v)
+
+
 def _time_bits(v: Any) -> str:
     if v in ("auto", 32, 64) and not isinstance(v, bool):
         return str(v)
@@ -104,6 +126,15 @@ SCHEMA: Dict[Tuple[str, str], Tuple[str, Conv]] = {
     ("refclock", "time_bits"): ("refclock_time_bits", _time_bits),
     ("metrics", "file"): ("metrics_file", _str),
     ("metrics", "port"): ("metrics_port", _int),
+    ("bridge", "ports"): ("ports", _servers),
+    ("bridge", "baud"): ("baud", _int),
+    ("bridge", "link"): ("link", _str),
+    ("bridge", "ping_interval"): ("ping_interval_s", _float),
+    ("bridge", "single_ping"): ("single_ping", _bool),
+    ("bridge", "nmea"): ("nmea", _bool),
+    ("bridge", "nmea_position"): ("nmea_position", _position),
+    ("bridge", "source"): ("source", _source),
+    ("bridge", "assume_bound_ns"): ("assume_bound_ns", _int),
 }
 TABLES = {t for t, _ in SCHEMA if t}
 
@@ -141,8 +172,27 @@ def parse_config(text: str, source: str = "config") -> Dict[str, Any]:
     return config_from_mapping(doc, source)
 
 
-def load_config(path: str) -> Dict[str, Any]:
-    """SyncConfig keyword arguments from the TOML file at `path`; ConfigError if unreadable/invalid."""
+DEFAULT_PATH = "/etc/tsq/tsq.toml"
+
+
+def drop_in_dir(path: str) -> str:
+    """The drop-in directory of a config file: /etc/tsq/tsq.toml -> /etc/tsq/tsq.d."""
+    base = os.path.basename(path)
+    stem = base[:-len(".toml")] if base.endswith(".toml") else base
+    return os.path.join(os.path.dirname(path), f"{stem}.d")
+
+
+def config_files(path: str) -> List[str]:
+    """`path` and its drop-ins (`<stem>.d/*.toml`, in name order): later files override earlier ones,
+    key by key (a list, such as `servers`, is replaced whole)."""
+    files = [path]
+    d = drop_in_dir(path)
+    if os.path.isdir(d):
+        files += sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".toml"))
+    return files
+
+
+def _read(path: str) -> Dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -153,3 +203,14 @@ def load_config(path: str) -> Dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     return parse_config(text, path)
+
+
+def load_config(path: str) -> Dict[str, Any]:
+    """SyncConfig keyword arguments from the TOML file at `path` and its drop-ins; ConfigError if
+    any is unreadable or invalid (the message names the file and the key)."""
+    out: Dict[str, Any] = {}
+    for f in config_files(path):
+        out.update(_read(f))
+    if "minpoll" in out and "maxpoll" in out and out["minpoll"] > out["maxpoll"]:
+        raise ConfigError(f"{path}: minpoll {out['minpoll']} is above maxpoll {out['maxpoll']}")
+    return out

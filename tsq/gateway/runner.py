@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tsq import clock
 from tsq.auth import Verifier, load_verify_key
@@ -81,6 +81,16 @@ class SyncConfig:
     backoff_max_s: float = 64.0
     ready_timeout_s: float = 90.0      # systemd READY=1 at the first synchronisation, or after this
     drift_file: Optional[str] = None   # the raw clock's frequency across restarts (tsq.gateway.driftfile)
+    # serial devices (tsq.bridge): none by default
+    ports: List[str] = field(default_factory=list)
+    baud: int = 115200
+    link: Optional[str] = None         # link type of every port; None: detect (tsq.bridge)
+    ping_interval_s: float = 1.0
+    single_ping: bool = False
+    nmea: bool = False
+    nmea_position: Optional[Tuple[float, float]] = None
+    source: str = "engine"             # the devices' time: "engine" (the servers) | "system"
+    assume_bound_ns: Optional[int] = None   # with source "system": vouch for the system clock
     quiet: bool = False
 
 
