@@ -26,7 +26,7 @@ long as a LAN's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol
 
 NS_PER_S = 1_000_000_000
 
@@ -44,6 +44,16 @@ class ModelConfig:
     max_bound_ns: int = 3 * NS_PER_S        # absolute cap (chrony's maxdistance)
     max_holdover_growth_ns: int = 100_000_000   # 100 ms past the last update: ~28 h at 1 ppm
     holdover_after_ns: int = 384 * NS_PER_S  # backstop: 6 x 2**maxpoll at the default maxpoll 6
+
+
+class TimeModel(Protocol):
+    """What every consumer of time (bridge, outputs, status) sees: the engine's ClockModel, or the
+    gateway's SystemClockModel. Defined once, here (docs/internals.md)."""
+
+    def utc_ns(self, raw_ns: int) -> Optional[int]: ...            # None while unsynchronised
+    def error_bound_ns(self, raw_ns: int) -> Optional[int]: ...    # grows in holdover
+    def state(self, raw_ns: int) -> str: ...                       # unsynchronised|synchronised|holdover
+    def leap(self) -> int: ...                                     # 0 none, 1 insert, 2 delete, 3 unknown
 
 
 class ClockModel:
