@@ -67,8 +67,20 @@ class ServerPolicy:
 
 @dataclass
 class ServerStats:
+    """Counters since start. Peers: `retries_sent` Initials answered with a Retry (address not yet
+    validated), `validated` Initials with a valid token that decrypted, `tokens_invalid` Initials
+    whose token was bad, expired or for another address, `unvalidated_dropped` datagrams that
+    created nothing (too small for an Initial, undecryptable, for no known connection),
+    `connections_refused` validated peers over a limit (told CONNECTION_REFUSED at once),
+    `closed_by_error` connections aioquic closed for a protocol error (flow control, stream limit)."""
+
     connections_opened: int = 0
     connections_refused: int = 0
+    retries_sent: int = 0
+    validated: int = 0
+    tokens_invalid: int = 0
+    unvalidated_dropped: int = 0
+    closed_by_error: int = 0
     requests_datagram: int = 0
     requests_stream: int = 0
     errors_sent: int = 0
