@@ -21,8 +21,8 @@ from tsq.quic.client import (
     TsqTimeout,
 )
 from tsq.quic.server import ServerConfig, ServerThread, TsqServer, load_pem_pair
-from tsq.session.server import ServerSession
 from tsq.quic.trust import generate_self_signed, spki_pin_pem
+from tsq.session.server import ServerSession
 from tsq.testing.certs import TestPki, make_pki
 from tsq.testing.relay import Impairment, UdpRelay
 

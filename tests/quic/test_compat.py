@@ -1,0 +1,126 @@
+"""One canary per aioquic hook in tsq.quic.compat: if aioquic moves an internal, this fails first.
+
+Client and server connections are driven in memory (aioquic is sans-IO), so each hook is checked on
+the objects it touches in production."""
+
+from __future__ import annotations
+
+import gc
+import ssl
+import weakref
+from typing import List, Tuple
+
+import pytest
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicErrorCode, QuicPacketType
+
+from tsq.quic import compat
+from tsq.quic.trust import generate_self_signed, server_configuration
+
+CLIENT = ("192.0.2.1", 5000)
+SERVER = ("192.0.2.2", 443)
+
+
+@pytest.fixture(scope="module")
+def server_config() -> QuicConfiguration:
+    cert, key = generate_self_signed(["localhost"])
+    return server_configuration(cert, key, max_stream_data=4097, max_data=16388)
+
+
+def client() -> QuicConnection:
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=["tsq"], verify_mode=ssl.CERT_NONE,
+                            max_datagram_frame_size=1200)
+    quic = QuicConnection(configuration=cfg)
+    quic.connect(SERVER, now=0.0)
+    return quic
+
+
+def first_flight(quic: QuicConnection) -> List[bytes]:
+    return [data for data, _ in quic.datagrams_to_send(now=0.0)]
+
+
+def pair(server_config: QuicConfiguration) -> Tuple[QuicConnection, QuicConnection]:
+    c = client()
+    flight = first_flight(c)
+    header = compat.parse_header(flight[0], 8)
+    assert header is not None
+    s = QuicConnection(configuration=server_config, original_destination_connection_id=header.destination_cid)
+    compat.bound_connection(s, max_streams_bidi=4)
+    now = 0.0
+    for _ in range(6):
+        for data in flight:
+            s.receive_datagram(data, CLIENT, now=now)
+        for data, _ in s.datagrams_to_send(now=now):
+            c.receive_datagram(data, SERVER, now=now)
+        flight = [data for data, _ in c.datagrams_to_send(now=now)]
+        now += 0.01
+    return c, s
+
+
+def test_capabilities_are_all_on_for_a_tested_aioquic() -> None:
+    caps = compat.capabilities()
+    assert caps.version_tested and all(v for k, v in caps.to_json().items() if k != "aioquic")
+
+
+def test_parse_header_and_initial_decrypts() -> None:
+    flight = first_flight(client())
+    header = compat.parse_header(flight[0], 8)
+    assert header is not None and header.packet_type == QuicPacketType.INITIAL
+    assert compat.initial_decrypts(flight[0], 8)
+    end = header.packet_length - 1
+    assert not compat.initial_decrypts(flight[0][:end] + bytes([flight[0][end] ^ 1]) + flight[0][end + 1:], 8)
+    assert not compat.initial_decrypts(b"\xc0" + bytes(1199), 8)
+    assert compat.parse_header(b"", 8) is None
+
+
+def test_stateless_close_is_understood_by_a_client() -> None:
+    c = client()
+    header = compat.parse_header(first_flight(c)[0], 8)
+    assert header is not None and header.version is not None
+    packet = compat.stateless_close(header.version, header.destination_cid, header.source_cid,
+                                    QuicErrorCode.CONNECTION_REFUSED, "server busy")
+    assert packet is not None and len(packet) < 200
+    c.receive_datagram(packet, SERVER, now=0.01)
+    assert compat.close_received(c) == (QuicErrorCode.CONNECTION_REFUSED, "server busy")
+
+
+def test_hooks_after_a_handshake(server_config: QuicConfiguration) -> None:
+    c, s = pair(server_config)
+    assert compat.one_rtt_crypto(s) is not None and compat.one_rtt_crypto(c) is not None
+    assert compat.peer_certificate(c) is not None
+    assert compat.peer_allows_datagrams(s)
+    assert compat.close_received(c) is None
+
+
+def test_bound_connection_fixes_windows_streams_and_acks(server_config: QuicConfiguration) -> None:
+    c, s = pair(server_config)
+    assert c._remote_max_streams_bidi == 4 and c._remote_max_streams_uni == 0
+    assert c._remote_max_stream_data_bidi_remote == 4097
+    sid = c.get_next_available_stream_id()
+    c.send_stream_data(sid, bytes(3000))          # well inside the window
+    for data, _ in c.datagrams_to_send(now=1.0):
+        s.receive_datagram(data, CLIENT, now=1.0)
+    s.send_stream_data(sid, b"answer", end_stream=True)
+    sent = s.datagrams_to_send(now=1.0)
+    assert len(sent) == 1                           # the ACK rode on the answer: no ACK-only packet
+    for data, _ in sent:
+        c.receive_datagram(data, SERVER, now=1.0)
+    assert s._streams[sid].max_stream_data_local == 4097   # never doubled
+
+
+def test_release_frees_a_finished_connection_without_the_collector(server_config: QuicConfiguration) -> None:
+    _c, s = pair(server_config)
+    s.close()
+    s.datagrams_to_send(now=2.0)
+    config = s.configuration
+    ref = weakref.ref(s)
+    gc.collect()
+    gc.disable()
+    try:
+        compat.release(s)
+        del s
+        assert ref() is None
+    finally:
+        gc.enable()
+    assert config.alpn_protocols == ["tsq"] and config.certificate is not None  # shared: untouched
