@@ -206,6 +206,7 @@ class TsqServer:
         self._conns: Dict[bytes, _Conn] = {}
         self._per_source: Dict[str, int] = {}
         self._pending_tx: Dict[int, Tuple[_Conn, bytes, int, StampPath]] = {}
+        self._touched: Dict[int, _Conn] = {}
         self._endpoint: Optional[UdpEndpoint] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stats_task: Optional[asyncio.Task[None]] = None
@@ -221,6 +222,7 @@ class TsqServer:
         self._endpoint = UdpEndpoint(
             sock, self._on_datagram, kernel_stamps=self.config.kernel_stamps,
             on_tx_stamp=self._on_tx_stamp, on_error=self._on_socket_error,
+            batch=self.config.batch_io, on_batch_done=self._flush_touched,
         )
         self.address = sock.getsockname()
         if self.config.stats_interval_s > 0:
@@ -289,8 +291,18 @@ class TsqServer:
         conn.driver.addr = addr
         conn.quic.receive_datagram(data, addr, now=self._loop.time())
         self._process_events(conn, self.served.from_realtime(rx_realtime))
-        if not conn.closed:
+        if conn.closed:
+            return
+        if self._endpoint.batching:
+            self._touched[id(conn)] = conn  # flushed once at the end of the receive batch
+        else:
             conn.driver.flush()
+
+    def _flush_touched(self) -> None:
+        touched, self._touched = self._touched, {}
+        for conn in touched.values():
+            if not conn.closed:
+                conn.driver.flush()
 
     def _route_long(self, data: bytes, addr: Address) -> Optional[_Conn]:
         """The connection a long-header datagram belongs to; a new one only for a validated
