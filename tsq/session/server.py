@@ -214,6 +214,7 @@ class ServerSession:
         self.alpn: Optional[str] = None
         self._streams: Dict[int, _StreamIn] = {}
         self._done: set[int] = set()          # streams answered or refused: further bytes ignored
+        self._done_below = -1                 # ... and every stream up to here not in _streams
         self.last_tx: Optional[Tuple[bytes, int]] = None   # (nonce, served ns of kernel TX) of last answer
 
     # ------------------------------------------------------------------------------ connection
@@ -240,6 +241,8 @@ class ServerSession:
     def stream_data(self, stream_id: int, data: bytes, end_stream: bool, t2_unix: int) -> List[Action]:
         """Bytes of one STREAM frame; requests are completed in `packet_done()`."""
         if stream_id % 4 != 0 or stream_id in self._done:  # only client-initiated bidirectional
+            return []
+        if stream_id <= self._done_below and stream_id not in self._streams:
             return []
         st = self._streams.setdefault(stream_id, _StreamIn())
         if data:
@@ -279,8 +282,9 @@ class ServerSession:
     def _finish(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
         self._done.add(stream_id)
-        if len(self._done) > 1024:  # stream ids only grow: forget the oldest
-            self._done = {s for s in self._done if s > max(self._done) - 4096}
+        if len(self._done) > 1024:  # stream ids only grow: forget the oldest, remember a floor
+            self._done_below = max(self._done) - 4 * 512
+            self._done = {s for s in self._done if s > self._done_below}
 
     # ------------------------------------------------------------------------------ answering
     def _request(self, data: bytes, t2_unix: int, now_s: float, stream_id: Optional[int]) -> List[Action]:
