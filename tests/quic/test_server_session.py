@@ -24,3 +24,21 @@ def test_thousands_of_streams_on_one_connection_stay_cheap_and_old_ones_stay_don
         assert session.stream_data(old, request, True, 1_000) == []
         assert session.packet_done(6000.0) == []
     assert elapsed < 20.0  # linear: about 0.1 s here; the quadratic pruning it replaces took minutes
+
+
+def test_stamp_residual_is_the_minimum_of_the_last_values() -> None:
+    import random
+
+    from tsq.session.server import StampResidual
+
+    rng = random.Random(5)
+    res = StampResidual(size=16, warm=4)
+    res.margin_ns = 0
+    window: list[int] = []
+    for _ in range(2000):
+        value = rng.randrange(0, 50_000) if rng.random() < 0.95 else rng.randrange(-5, 20_000_000)
+        res.add(value)
+        if 0 <= value < 10_000_000:
+            window = (window + [value])[-16:]
+        if len(window) >= 4:
+            assert res.estimate_ns == min(window)

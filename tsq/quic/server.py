@@ -180,6 +180,7 @@ class _Conn:
     source: str
     cids: Set[bytes] = field(default_factory=set)
     closed: bool = False
+    flushed: bool = False     # the last thing done for the packet being handled was a flush
 
 
 class TsqServer:
@@ -289,9 +290,10 @@ class TsqServer:
                 return
         conn.addr = addr
         conn.driver.addr = addr
+        conn.flushed = False
         conn.quic.receive_datagram(data, addr, now=self._loop.time())
         self._process_events(conn, self.served.from_realtime(rx_realtime))
-        if conn.closed:
+        if conn.closed or conn.flushed:  # an answer's flush took everything (its ACK included)
             return
         if self._endpoint.batching:
             self._touched[id(conn)] = conn  # flushed once at the end of the receive batch
@@ -448,6 +450,7 @@ class TsqServer:
     # ---------------------------------------------------------------------------- actions out
     def _act(self, conn: _Conn, actions: List[Action]) -> None:
         for action in actions:
+            conn.flushed = False
             try:
                 if isinstance(action, Answer):
                     self._answer(conn, action)
@@ -480,6 +483,7 @@ class TsqServer:
         else:
             conn.quic.send_stream_data(plan.stream_id, payload, end_stream=True)
         flushed = conn.driver.flush(marked=True)
+        conn.flushed = True
         stamped = stamper.stamped_realtime_ns
         stamper.disarm()
         if flushed is not None and flushed.found and flushed.tx_key is not None:

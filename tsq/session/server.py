@@ -135,16 +135,24 @@ class StampResidual:
         self._warm = warm
         self.margin_ns = 2_000  # the minimum of 63 is not the minimum of the next one
         self.estimate_ns = 0
+        self._min = 0
 
     def add(self, residual_ns: int) -> None:
         if not 0 <= residual_ns < 10_000_000:  # a descheduled sender is not the stamp-to-wire path
             return
-        self._values.append(residual_ns)
+        values = self._values
+        evicted = values[0] if len(values) == values.maxlen else None
+        values.append(residual_ns)
         # The minimum, not the median: T3 must not land after the real departure, or short
         # loopback round trips come out negative (draft §6.6 rejects those). What is left is
         # one-sided (T3 early by residual - minimum); the interleaved report removes it.
-        if len(self._values) >= self._warm:  # early samples are slow (cold code): wait
-            self.estimate_ns = max(0, min(self._values) - self.margin_ns)
+        # A full rescan only when the minimum itself left the window (once per exchange otherwise).
+        if evicted is None or evicted <= self._min:
+            self._min = min(values)
+        else:
+            self._min = min(self._min, residual_ns)
+        if len(values) >= self._warm:  # early samples are slow (cold code): wait
+            self.estimate_ns = max(0, self._min - self.margin_ns)
 
 
 def stamp_paths() -> Dict[StampPath, StampResidual]:
