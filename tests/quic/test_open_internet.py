@@ -381,3 +381,30 @@ def test_no_version_negotiation_for_small_datagrams(server: ServerThread, size: 
         assert packet_type(answer) == QuicPacketType.VERSION_NEGOTIATION
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("metadata", [(), (("site", "lab-7"), ("operator", "example"))])
+def test_precision_requests_are_padded_to_the_response_not_to_256_bytes(
+        keys: Tuple[bytes, bytes, str], metadata: Tuple[Tuple[str, str], ...]) -> None:
+    """After the warm-up exchange the client knows the response's length: every later request is
+    exactly as long as its (acknowledged) Precision Mode response, and both are well under 256 B."""
+    with make_server(keys, metadata=metadata) as srv:
+        async def go() -> List[Tuple[int, int, bool]]:
+            c = TsqClient(f"127.0.0.1:{srv.port}", pin=keys[2])
+            sizes = []
+            try:
+                for mode in ("datagram", "stream", "datagram", "datagram"):
+                    await c.exchange(mode)
+                    link = c._link
+                    assert link is not None and c.last_response is not None
+                    req, _ = link.session.request_bytes(bytes(16))
+                    resp = wire.encode_response(c.last_response)
+                    sizes.append((len(req), len(resp), c.last_response.precision))
+            finally:
+                await c.close()
+            return sizes
+
+        sizes = asyncio.run(asyncio.wait_for(go(), 30))
+    for req_len, resp_len, acked in sizes[1:]:
+        assert acked and req_len == resp_len < 256
+    assert sizes[-1][0] < (120 if not metadata else 160)
