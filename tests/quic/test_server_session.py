@@ -39,6 +39,6 @@ def test_stamp_residual_is_the_minimum_of_the_last_values() -> None:
         value = rng.randrange(0, 50_000) if rng.random() < 0.95 else rng.randrange(-5, 20_000_000)
         res.add(value)
         if 0 <= value < 10_000_000:
-            window = (window + [value])[-16:]
+            window = [*window, value][-16:]
         if len(window) >= 4:
             assert res.estimate_ns == min(window)
