@@ -1,13 +1,28 @@
-"""Exchanges per second one TSQ server process sustains, beside a minimal aioquic asyncio server.
+"""What one TSQ server process costs, side by side with a plain aioquic server and chronyd's NTP server.
 
-    python3 benchmarks/server_load.py [--seconds 3] [--conns 1,10,100]
+    python3 benchmarks/server_load.py [--seconds 3] [--conns 1,10,100,1000] [--handshakes 200]
+                                      [--idle 500] [--sections load,handshakes,memory,bytes,workers]
+                                      [--no-chrony]
 
-Both servers run in their own process on loopback; this process drives them with N concurrent
-connections (closed loop: each connection sends its next request when the previous is answered),
-in datagram and stream mode. Printed per cell: answered exchanges per second, and the server
-process's CPU time over the run, so `exch/CPU-s` compares the servers even when the (Python,
-single-process) driver is the bottleneck. The baseline is aioquic's own asyncio server
-(`aioquic.asyncio.serve`, `recvfrom`, user-space stamps) answering the same TLV exchange.
+Every server runs in its own process on loopback; this process drives it. Sections:
+
+- **load**: exchanges per second with N connections, closed loop (each sends its next request when
+  the previous is answered), datagram and stream mode; `exch/CPU-s` divides by the *server*
+  process's CPU time, which compares servers even where this single Python driver is the
+  bottleneck. chronyd (`chronyd -x`, never touches the clock) is driven by benchmarks/ntp_load.c
+  (compiled here with `cc`): N UDP sockets, one NTP request outstanding each.
+- **handshakes**: connections opened and closed, per server CPU-second (TSQ's include the Retry).
+- **memory**: server RSS growth per idle connection (after one exchange each), and for TSQ the
+  worst case: every connection with its 4 client streams holding the most a stream may hold
+  (4 KB in order, never completed; and 4 KB out of order, the first packet of each stream lost).
+- **bytes**: UDP payload per direction through a counting relay: handshake (with Retry), the
+  first exchange (with the warm-up), then per steady exchange (ACKs included), and per day at
+  each poll interval, beside NTP's 48 B.
+- **workers**: `tsq server --workers 2` (SO_REUSEPORT) against one process at the largest N.
+
+The baseline is aioquic's own asyncio server (`aioquic.asyncio.serve`, `recvfrom`, user-space stamps,
+aioquic's default 1 MB windows and 1 ms ACK delay) answering the same TLV exchange. The machine is
+shared: quote the ratios of one run, not absolute rates.
 """
 
 from __future__ import annotations
@@ -16,9 +31,14 @@ import argparse
 import asyncio
 import os
 import re
+import select
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -29,6 +49,8 @@ from tsq.quic.client import TsqClient, TsqError, TsqInvalidResponse
 from tsq.quic.trust import ALPN_TSQ, DATAGRAM_FRAME_SIZE, generate_self_signed, spki_pin_pem
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+NTP_PAYLOAD = 48
+IDLE_TIMEOUT_S = 150.0        # the TSQ server's default (tsq.quic.server.DEFAULT_IDLE_TIMEOUT_S)
 
 
 # ------------------------------------------------------------------------------------- baseline
@@ -79,35 +101,49 @@ def serve_baseline(port: int, cert: str, key: str) -> None:
     asyncio.run(main())
 
 
-# ------------------------------------------------------------------------------------- driver
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def drive(port: int, pin: str, conns: int, mode: str, seconds: float) -> Tuple[int, int]:
-    clients = [TsqClient(f"127.0.0.1:{port}", pin=pin, interleaved=False, timeout_s=2.0)
-               for _ in range(conns)]
-    await asyncio.gather(*(c.connect() for c in clients))
-    await asyncio.gather(*(c.exchange(mode) for c in clients))  # warm-up
-    answered = failed = 0
-    stop_at = time.monotonic() + seconds
-
-    async def loop(c: TsqClient) -> None:
-        nonlocal answered, failed
-        while time.monotonic() < stop_at:
+# ------------------------------------------------------------------------------------- processes
+def tree(pid: int) -> List[int]:
+    """`pid` and its descendants (worker processes)."""
+    kids: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
             try:
-                await c.exchange(mode)
-                answered += 1
-            except TsqInvalidResponse:
-                answered += 1  # answered; only our loopback sanity check disliked it
-            except TsqError:
-                failed += 1
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
 
-    await asyncio.gather(*(loop(c) for c in clients))
-    await asyncio.gather(*(c.close() for c in clients))
-    return answered, failed
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def rss_kb(pid: int) -> int:
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
 
 
 def start(cmd: List[str]) -> Tuple[subprocess.Popen[str], int]:
@@ -122,15 +158,239 @@ def start(cmd: List[str]) -> Tuple[subprocess.Popen[str], int]:
             return proc, int(m.group(1))
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# ------------------------------------------------------------------------------------- QUIC driver
+async def open_clients(port: int, pin: str, n: int, parallel: int = 32) -> List[TsqClient]:
+    clients = [TsqClient(f"127.0.0.1:{port}", pin=pin, interleaved=False, timeout_s=5.0,
+                         connect_timeout_s=30.0) for _ in range(n)]
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(c: TsqClient) -> None:
+        async with gate:
+            await c.connect()
+
+    await asyncio.gather(*(one(c) for c in clients))
+    return clients
+
+
+async def drive(port: int, pin: str, conns: int, mode: str, seconds: float,
+                cpu_of: int) -> Tuple[int, int, float, float]:
+    """(answered, failed, wall s, server CPU s) of `seconds` of closed-loop exchanges."""
+    clients = await open_clients(port, pin, conns)
+    await asyncio.gather(*(c.exchange(mode) for c in clients))  # warm-up
+    answered = failed = 0
+    cpu0, t0 = cpu_seconds(cpu_of), time.monotonic()
+    stop_at = t0 + seconds
+
+    async def loop(c: TsqClient) -> None:
+        nonlocal answered, failed
+        while time.monotonic() < stop_at:
+            try:
+                await c.exchange(mode)
+                answered += 1
+            except TsqInvalidResponse:
+                answered += 1  # answered; only our loopback sanity check disliked it
+            except TsqError:
+                failed += 1
+
+    await asyncio.gather(*(loop(c) for c in clients))
+    wall, cpu = time.monotonic() - t0, cpu_seconds(cpu_of) - cpu0
+    await asyncio.gather(*(c.close() for c in clients))
+    return answered, failed, wall, cpu
+
+
+async def handshakes(port: int, pin: str, count: int, cpu_of: int,
+                     parallel: int = 8) -> Tuple[int, float, float]:
+    gate = asyncio.Semaphore(parallel)
+    done = 0
+
+    async def one() -> None:
+        nonlocal done
+        async with gate:
+            c = TsqClient(f"127.0.0.1:{port}", pin=pin, connect_timeout_s=30.0)
+            try:
+                await c.connect()
+                done += 1
+            except TsqError:
+                pass
+            await c.close()
+
+    cpu0, t0 = cpu_seconds(cpu_of), time.monotonic()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return done, time.monotonic() - t0, cpu_seconds(cpu_of) - cpu0
+
+
+# ------------------------------------------------------------------------------------- chronyd
+def chronyd_server(tmp: str) -> Optional[Tuple[subprocess.Popen[str], int, str]]:
+    chronyd = shutil.which("chronyd") or shutil.which("chronyd", path="/usr/sbin:/sbin")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if chronyd is None or cc is None:
+        return None
+    loadgen = os.path.join(tmp, "ntp_load")
+    subprocess.run([cc, "-O2", "-o", loadgen, os.path.join(ROOT, "benchmarks", "ntp_load.c")], check=True)
+    port = 11125
+    conf = os.path.join(tmp, "chronyd.conf")
+    with open(conf, "w") as fh:
+        fh.write(f"port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 10\ncmdport 0\n"
+                 f"pidfile {tmp}/chronyd.pid\n")
+    # -x: never touch the system clock. -u root: the temp dir is root's. -d: foreground.
+    proc = subprocess.Popen([chronyd, "-x", "-d", "-u", "root", "-f", conf], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1.0)
+    return proc, port, loadgen
+
+
+def drive_ntp(loadgen: str, port: int, conns: int, seconds: float, pid: int) -> Tuple[int, int, float, float]:
+    cpu0 = cpu_seconds(pid)
+    out = subprocess.run([loadgen, "127.0.0.1", str(port), str(conns), str(seconds)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    fields = dict(zip(out[::2], out[1::2]))
+    return int(fields["answered"]), int(fields["lost"]), float(fields["seconds"]), cpu_seconds(pid) - cpu0
+
+
+# ------------------------------------------------------------------------------------- bytes
+class CountingRelay:
+    """A UDP relay on loopback that counts datagrams and payload bytes each way (one client)."""
+
+    def __init__(self, upstream: Tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.bind(("127.0.0.1", 0))
+        self.client: Optional[Tuple[str, int]] = None
+        self.up = [0, 0]      # datagrams, bytes client -> server
+        self.down = [0, 0]
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.front.getsockname()[1])
+
+    def snapshot(self) -> Tuple[int, int, int, int]:
+        return self.up[0], self.up[1], self.down[0], self.down[1]
+
+    def _run(self) -> None:
+        while not self._stop:
+            ready, _, _ = select.select([self.front, self.back], [], [], 0.05)
+            for sock in ready:
+                data, addr = sock.recvfrom(65535)
+                if sock is self.front:
+                    self.client = addr
+                    self.up[0] += 1
+                    self.up[1] += len(data)
+                    self.back.sendto(data, self.upstream)
+                elif self.client is not None:
+                    self.down[0] += 1
+                    self.down[1] += len(data)
+                    self.front.sendto(data, self.client)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.front.close()
+        self.back.close()
+
+
+async def bytes_per_exchange(port: int, pin: str, mode: str, count: int = 50) -> Dict[str, Tuple[int, ...]]:
+    relay = CountingRelay(("127.0.0.1", port))
+    try:
+        c = TsqClient(f"127.0.0.1:{relay.port}", pin=pin, server_name="localhost")
+        a = relay.snapshot()
+        await c.connect()
+        await asyncio.sleep(0.2)
+        b = relay.snapshot()
+        await c.exchange(mode)                 # with the warm-up exchange after the handshake
+        await asyncio.sleep(0.2)
+        d = relay.snapshot()
+        for _ in range(count):
+            await c.sample(mode)
+            await asyncio.sleep(0.05)          # the client's ACK of the answer goes out (1 ms)
+        await asyncio.sleep(0.2)
+        e = relay.snapshot()
+        await c.close()
+        await asyncio.sleep(0.2)
+        f = relay.snapshot()
+    finally:
+        relay.close()
+
+    def diff(x: Tuple[int, ...], y: Tuple[int, ...]) -> Tuple[int, ...]:
+        return tuple(j - i for i, j in zip(x, y))
+
+    return {"handshake": diff(a, b), "first": diff(b, d), "steady": diff(d, e), "close": diff(e, f),
+            "count": (count,)}
+
+
+# ------------------------------------------------------------------------------------- worst case
+def raw_attack(port: int, conns: int, out_of_order: bool) -> List[socket.socket]:
+    """`conns` connections that each park data on all 4 client streams and never finish them.
+    aioquic's client, driven packet by packet; `out_of_order`: each stream's first packet is lost."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    socks = []
+    for _ in range(conns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        quic = QuicConnection(configuration=QuicConfiguration(
+            is_client=True, alpn_protocols=[ALPN_TSQ], verify_mode=ssl.CERT_NONE))
+        server = ("127.0.0.1", port)
+        quic.connect(server, now=time.monotonic())
+        for _ in range(8):
+            for data, _ in quic.datagrams_to_send(now=time.monotonic()):
+                sock.sendto(data, server)
+            try:
+                while True:
+                    quic.receive_datagram(sock.recv(65535), server, now=time.monotonic())
+                    sock.settimeout(0.02)
+            except socket.timeout:
+                sock.settimeout(0.5)
+            if quic._handshake_complete:  # benchmark-side peek
+                break
+        for data, _ in quic.datagrams_to_send(now=time.monotonic()):
+            sock.sendto(data, server)
+        for _ in range(4):
+            sid = quic.get_next_available_stream_id()
+            # Never a whole request (Nonce with a bad length), as much as the stream may hold.
+            quic.send_stream_data(sid, b"\x01\x05" + bytes(4000 if not out_of_order else 4095))
+            flight = [d for d, _ in quic.datagrams_to_send(now=time.monotonic())]
+            for data in flight[1:] if out_of_order else flight:
+                sock.sendto(data, server)
+        socks.append(sock)   # the connection is abandoned here, its data parked on the server
+    return socks
+
+
+# ------------------------------------------------------------------------------------- report
+def row(name: str, mode: str, n: int, answered: int, failed: int, wall: float, cpu: float) -> None:
+    print(f"{name:<26} {mode:<9} {n:>5} {answered / wall:>9.0f} {cpu / wall * 100:>9.0f}% "
+          f"{answered / max(cpu, 1e-9):>11.0f}" + (f"  failed {failed}" if failed else ""), flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--conns", default="1,10,100")
+    ap.add_argument("--conns", default="1,10,100,1000")
+    ap.add_argument("--handshakes", type=int, default=200)
+    ap.add_argument("--idle", type=int, default=500, help="connections for the memory section")
+    ap.add_argument("--sections", default="load,handshakes,memory,bytes,workers")
+    ap.add_argument("--no-chrony", action="store_true")
     ap.add_argument("--serve-baseline", nargs=3, metavar=("PORT", "CERT", "KEY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_baseline:
         serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1], args.serve_baseline[2])
         return 0
+    sections = set(args.sections.split(","))
+    conns = [int(x) for x in args.conns.split(",")]
     tmp = tempfile.mkdtemp(prefix="tsq-load-")
     cert_pem, key_pem = generate_self_signed(["localhost"])
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -139,31 +399,139 @@ def main() -> int:
     with open(key, "wb") as fh:
         fh.write(key_pem)
     pin = spki_pin_pem(cert_pem)
+    tsq_cmd = [sys.executable, "-m", "tsq.server", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key,
+               "--rate-per-source", "1e9", "--max-connections-per-source", "100000", "--stats-interval", "0"]
     servers = {
-        "tsq server": [sys.executable, "-m", "tsq.server", "--listen", "127.0.0.1:0", "--cert", cert,
-                       "--key", key, "--rate-per-source", "1e9", "--max-connections-per-source",
-                       "100000", "--stats-interval", "0"],
+        "tsq server": tsq_cmd,
         "aioquic asyncio baseline": [sys.executable, os.path.abspath(__file__), "--serve-baseline",
                                      "24433", cert, key],
     }
-    print(f"{'server':<26} {'mode':<9} {'conns':>5} {'exch/s':>9} {'server CPU':>10} {'exch/CPU-s':>11}")
-    for name, cmd in servers.items():
-        proc, port = start(cmd)
-        try:
-            for mode in ("datagram", "stream"):
-                for n in (int(x) for x in args.conns.split(",")):
-                    cpu0 = cpu_seconds(proc.pid)
-                    t0 = time.monotonic()
-                    answered, failed = asyncio.run(drive(port, pin, n, mode, args.seconds))
-                    wall = time.monotonic() - t0
-                    cpu = cpu_seconds(proc.pid) - cpu0
-                    rate = answered / args.seconds
-                    print(f"{name:<26} {mode:<9} {n:>5} {rate:>9.0f} {cpu / wall * 100:>9.0f}% "
-                          f"{answered / max(cpu, 1e-9):>11.0f}" + (f"  failed {failed}" if failed else ""),
-                          flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    print(f"clock backend {clock.BACKEND}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    try:
+        if "load" in sections:
+            print(f"\n{'server':<26} {'mode':<9} {'conns':>5} {'exch/s':>9} {'server CPU':>10} "
+                  f"{'exch/CPU-s':>11}")
+            for name, cmd in servers.items():
+                proc, port = start(cmd)
+                try:
+                    for mode in ("datagram", "stream"):
+                        for n in conns:
+                            result = asyncio.run(drive(port, pin, n, mode, args.seconds, proc.pid))
+                            row(name, mode, n, *result)
+                finally:
+                    stop(proc)
+            chrony = None if args.no_chrony else chronyd_server(tmp)
+            if chrony is None:
+                print("chronyd                    skipped (no chronyd or no C compiler)")
+            else:
+                cproc, cport, loadgen = chrony
+                try:
+                    for n in conns:
+                        result = drive_ntp(loadgen, cport, n, args.seconds, cproc.pid)
+                        row("chronyd (NTP)", "udp", n, *result)
+                finally:
+                    stop(cproc)
+        if "handshakes" in sections:
+            print(f"\n{'server':<26} {'handshakes':>10} {'per s':>8} {'server CPU':>10} {'per CPU-s':>10}")
+            for name, cmd in servers.items():
+                proc, port = start(cmd)
+                try:
+                    done, wall, cpu = asyncio.run(handshakes(port, pin, args.handshakes, proc.pid))
+                    print(f"{name:<26} {done:>10} {done / wall:>8.0f} {cpu / wall * 100:>9.0f}% "
+                          f"{done / max(cpu, 1e-9):>10.0f}", flush=True)
+                finally:
+                    stop(proc)
+        if "memory" in sections:
+            print(f"\n{'server':<26} {'case':<38} {'conns':>5} {'RSS before':>10} {'after':>8} "
+                  f"{'per conn':>9}")
+            cases = [(name, "idle") for name in servers] + [("tsq server", "in order"),
+                                                            ("tsq server", "out of order")]
+            for name, case in cases:
+                proc, port = start(servers[name])   # a fresh process per case: no reused free lists
+                try:
+                    time.sleep(0.5)
+                    before = rss_kb(proc.pid)
+                    n = args.idle if case == "idle" else max(1, args.idle // 5)
+                    socks: List[socket.socket] = []
+                    loop = asyncio.new_event_loop()
+                    clients: List[TsqClient] = []
+                    if case == "idle":
+                        async def idle(n: int, port: int = port) -> List[TsqClient]:
+                            clients = await open_clients(port, pin, n)
+                            await asyncio.gather(*(c.exchange() for c in clients), return_exceptions=True)
+                            return clients
+
+                        clients = loop.run_until_complete(idle(n))
+                        label = "idle, after one exchange"
+                    else:
+                        socks = raw_attack(port, n, case == "out of order")
+                        label = f"worst: 4 streams x 4 KB, {case}"
+                    time.sleep(1.0)
+                    after = rss_kb(proc.pid)
+                    print(f"{name:<26} {label:<38} {n:>5} {before:>8} kB {after:>5} kB "
+                          f"{(after - before) * 1024 / n / 1000:>6.1f} kB", flush=True)
+
+                    async def close_all(clients: List[TsqClient] = clients) -> None:
+                        await asyncio.gather(*(c.close() for c in clients))
+
+                    loop.run_until_complete(close_all())
+                    loop.close()
+                    for sock in socks:
+                        sock.close()
+                finally:
+                    stop(proc)
+        if "bytes" in sections:
+            print(f"\nUDP payload bytes (datagrams) per direction; NTP: {NTP_PAYLOAD} B each way per "
+                  "exchange")
+            print(f"{'server':<26} {'mode':<9} {'phase':<22} {'client->server':>16} {'server->client':>16}")
+            per_exchange: Dict[Tuple[str, str], Tuple[float, float, int]] = {}
+            for name, cmd in servers.items():
+                proc, port = start(cmd)
+                try:
+                    for mode in ("datagram", "stream"):
+                        got = asyncio.run(bytes_per_exchange(port, pin, mode))
+                        k = got["count"][0]
+                        for phase in ("handshake", "first", "close"):
+                            up_n, up_b, dn_n, dn_b = got[phase]
+                            retry = " (+Retry)" if name == "tsq server" else ""
+                            label = {"handshake": "handshake" + retry, "first": "first exchange+warm-up",
+                                     "close": "close"}[phase]
+                            print(f"{name:<26} {mode:<9} {label:<22} {up_b:>9} B ({up_n:>2}) "
+                                  f"{dn_b:>9} B ({dn_n:>2})")
+                        up_n, up_b, dn_n, dn_b = got["steady"]
+                        print(f"{name:<26} {mode:<9} {'per steady exchange':<22} {up_b / k:>9.1f} B "
+                              f"({up_n / k:.1f}) {dn_b / k:>9.1f} B ({dn_n / k:.1f})", flush=True)
+                        hs = got["handshake"][1] + got["handshake"][3] + got["first"][1] + got["first"][3]
+                        per_exchange[(name, mode)] = (up_b / k, dn_b / k, hs)
+                finally:
+                    stop(proc)
+            print(f"\nbytes per day (both directions), one connection polling every 2^p s; idle timeout "
+                  f"{IDLE_TIMEOUT_S:g} s: slower polls pay a handshake + warm-up each time")
+            heads = " ".join(f"{n.split()[0] + ' ' + m:>18}" for n, m in per_exchange)
+            print(f"{'poll':>6} {'NTP':>10} {heads}")
+            for p in range(4, 11):
+                interval = 2 ** p
+                polls = 86400 / interval
+                cells = []
+                for (_name, _mode), (up, down, hs) in per_exchange.items():
+                    reconnect = interval > IDLE_TIMEOUT_S
+                    cells.append(f"{polls * (up + down) + (polls if reconnect else 1) * hs:>15.0f} B")
+                ntp = polls * 2 * NTP_PAYLOAD
+                print(f"{'2^' + str(p):>6} {ntp:>8.0f} B " + " ".join(f"{c:>18}" for c in cells))
+        if "workers" in sections:
+            n = max(conns)
+            print(f"\n{'tsq server':<26} {'mode':<9} {'conns':>5} {'exch/s':>9} {'server CPU':>10} "
+                  f"{'exch/CPU-s':>11}")
+            for workers in (1, 2):
+                proc, port = start([*tsq_cmd, "--workers", str(workers)])
+                try:
+                    time.sleep(0.5)
+                    result = asyncio.run(drive(port, pin, n, "datagram", args.seconds, proc.pid))
+                    row(f"--workers {workers}", "datagram", n, *result)
+                finally:
+                    stop(proc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -22,6 +22,7 @@ lives in tests/quic/test_compat.py.
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import logging
@@ -176,6 +177,7 @@ class Bounds:
     stream_windows: bool
     streams: bool
     ack_now: bool
+    connection_ids: bool
 
 
 def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bool = True) -> Bounds:
@@ -186,7 +188,8 @@ def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bo
       of each, each with its own window: megabytes of out-of-order data a client may park);
     - `ack_now`: an ack-eliciting packet is acknowledged in the next packet built (aioquic waits
       1 ms, which on a server that answers at once is one ACK-only packet per exchange; the ACK
-      rides on the response instead)."""
+      rides on the response instead);
+    - two connection IDs each way, not eight (`_cap_connection_ids`)."""
     windows = callable(getattr(quic, "_write_stream_limits", None))
     if windows:
         quic._write_stream_limits = _no_stream_window_growth  # type: ignore[method-assign]
@@ -199,7 +202,82 @@ def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bo
     ack = ack_now and isinstance(getattr(quic, "_ack_delay", None), float)
     if ack:
         quic._ack_delay = 0.0
-    return Bounds(windows, streams, ack)
+    _share_frame_handler_epochs(quic)
+    cids = _cap_connection_ids(quic, ACTIVE_CONNECTION_IDS)
+    return Bounds(windows, streams, ack, cids)
+
+
+ACTIVE_CONNECTION_IDS = 2   # RFC 9000's minimum: one in use, one spare for a path change
+
+
+def _cap_connection_ids(quic: QuicConnection, limit: int) -> bool:
+    """Two connection IDs each way instead of aioquic's eight: the peer is asked for no more
+    (active_connection_id_limit), and the server issues no more than it needs. Each one costs a
+    NEW_CONNECTION_ID frame (~28 B) in the handshake, an object and a table entry per connection;
+    a TSQ client changes path only when a NAT rebinds, which keeps the CID."""
+    replenish = getattr(quic, "_replenish_connection_ids", None)
+    if not (isinstance(getattr(quic, "_local_active_connection_id_limit", None), int)
+            and isinstance(getattr(quic, "_remote_active_connection_id_limit", None), int)
+            and callable(replenish)):
+        return False
+    quic._local_active_connection_id_limit = limit
+
+    def capped() -> None:
+        peer_limit = quic._remote_active_connection_id_limit
+        quic._remote_active_connection_id_limit = min(peer_limit, limit)
+        try:
+            replenish()
+        finally:
+            quic._remote_active_connection_id_limit = peer_limit
+
+    quic._replenish_connection_ids = capped  # type: ignore[method-assign]
+    return True
+
+
+_EPOCH_SETS: dict[frozenset[Any], frozenset[Any]] = {}
+
+
+def _share_frame_handler_epochs(quic: QuicConnection) -> bool:
+    """aioquic builds a fresh frozenset of epochs for each of its ~30 frame types per connection
+    (7 KB); they are equal across connections, so every connection can use the same ones."""
+    handlers = vars(quic).get("_QuicConnection__frame_handlers")
+    if not isinstance(handlers, dict):
+        return False
+    for frame_type, entry in handlers.items():
+        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], frozenset):
+            handlers[frame_type] = (entry[0], _EPOCH_SETS.setdefault(entry[1], entry[1]))
+    return True
+
+
+ONE_RTT_CRYPTO_SCRATCH = 512    # room for a NewSessionTicket (~200 B); the server writes nothing else
+
+
+def trim_after_handshake(quic: QuicConnection) -> bool:
+    """Free what only the handshake needed, once it is complete: aioquic keeps three 16 KB scratch
+    buffers for outgoing TLS messages for the connection's whole life. The Initial and Handshake
+    ones are never written again (their keys are gone or about to be); the 1-RTT one shrinks."""
+    buffers = getattr(quic, "_crypto_buffers", None)
+    if _Buffer is None or not isinstance(buffers, dict) or len(buffers) != 3:
+        return False
+    for epoch in list(buffers):
+        if epoch == tls.Epoch.ONE_RTT:
+            buffers[epoch] = _Buffer(capacity=ONE_RTT_CRYPTO_SCRATCH)
+        elif epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
+            buffers[epoch] = _Buffer(capacity=0)
+    return True
+
+
+_ATOMS = frozenset({int, float, str, bytes, bytearray, bool, type(None), frozenset, memoryview})
+_CONTAINERS = frozenset({list, tuple, set, collections.deque})
+_CLEARABLE: dict[type, bool] = {}
+
+
+def _clearable(kind: type) -> bool:
+    known = _CLEARABLE.get(kind)
+    if known is None:
+        known = _CLEARABLE[kind] = (kind.__module__.startswith("aioquic") and not issubclass(kind, enum.Enum)
+                                    and kind is not QuicConfiguration)
+    return known
 
 
 def release(quic: QuicConnection, keep: Tuple[Any, ...] = ()) -> None:
@@ -209,28 +287,30 @@ def release(quic: QuicConnection, keep: Tuple[Any, ...] = ()) -> None:
     callbacks, sent packets holding delivery handlers that hold their packet space), so without
     this a closed connection waits for a full garbage collection. Every per-connection aioquic
     object reachable from `quic` has its attributes dropped; shared ones (the configuration and
-    anything in `keep`, enum members) are not touched and not walked into."""
+    anything in `keep`, enum members) are not touched and not walked into. (Frozensets are not
+    walked: aioquic's hold epochs, and they are shared between connections.)"""
     shared = {id(quic.configuration)} | {id(obj) for obj in keep}
     seen: set[int] = set()
     stack: List[Any] = [quic]
     while stack:
         obj = stack.pop()
-        if id(obj) in seen or id(obj) in shared:
+        kind = type(obj)
+        if kind in _ATOMS or id(obj) in seen or id(obj) in shared:
             continue
         seen.add(id(obj))
-        if isinstance(obj, dict):
-            stack += list(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)) or type(obj).__name__ == "deque":
-            stack += list(obj)
-        elif isinstance(obj, types.MethodType):
+        if kind is dict:
+            stack += obj.values()
+        elif kind in _CONTAINERS:
+            stack += obj
+        elif kind is types.MethodType:
             stack.append(obj.__self__)
-        elif isinstance(obj, functools.partial):
-            stack += [obj.func, *obj.args, *obj.keywords.values()]
-        elif (type(obj).__module__.startswith("aioquic") and not isinstance(obj, enum.Enum)
-              and isinstance(getattr(obj, "__dict__", None), dict)):
-            attrs = vars(obj)
-            stack += list(attrs.values())
-            attrs.clear()
+        elif kind is functools.partial:
+            stack += [*obj.args, *obj.keywords.values()]
+        elif _clearable(kind):
+            attrs = getattr(obj, "__dict__", None)
+            if type(attrs) is dict:
+                stack += attrs.values()
+                attrs.clear()
 
 
 @dataclass(frozen=True)
@@ -245,6 +325,7 @@ class Capabilities:
     datagram_params: bool  # the peer's max_datagram_frame_size is readable
     stateless_close: bool  # refusals and bad tokens answered with CONNECTION_CLOSE at once
     bounded_windows: bool  # stream windows fixed, few streams, ACK on the response
+    handshake_trim: bool   # the handshake's scratch buffers freed once it is complete
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -259,7 +340,8 @@ def capabilities() -> Capabilities:
         spki_pin=hasattr(tls.Context, "_peer_certificate") or _instance_has_peer_cert(),
         datagram_params=hasattr(quic, "_remote_max_datagram_frame_size"),
         stateless_close=stateless_close(1, bytes(8), bytes(8), 0x2) is not None,
-        bounded_windows=all(bound_connection(quic, max_streams_bidi=4).__dict__.values()))
+        bounded_windows=all(bound_connection(quic, max_streams_bidi=4).__dict__.values()),
+        handshake_trim=_Buffer is not None and hasattr(tls.Epoch, "ONE_RTT"))
 
 
 def _instance_has_peer_cert() -> bool:

@@ -428,6 +428,7 @@ class TsqServer:
             elif isinstance(event, events.StreamDataReceived):
                 actions = session.stream_data(event.stream_id, event.data, event.end_stream, t2_unix)
             elif isinstance(event, events.HandshakeCompleted):
+                compat.trim_after_handshake(conn.quic)
                 actions = session.handshake_completed(event.alpn_protocol)
             elif isinstance(event, events.ConnectionIdIssued):
                 conn.cids.add(event.connection_id)
