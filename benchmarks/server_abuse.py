@@ -41,7 +41,10 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 from tsq.quic.client import TsqClient, TsqError
-from tsq.quic.trust import ALPN_TSQ, generate_self_signed, spki_pin_pem
+from tsq.quic.trust import ALPN_TSQ
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_load import cpu_seconds, rss_kb, write_keys  # the neighbour script
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -107,16 +110,10 @@ class Watch:
                 self.connections.append((time.monotonic(), int(m.group(1))))
 
     def rss_kb(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+        return rss_kb(self.proc.pid)
 
     def cpu_s(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
 
 async def legitimate(port: int, pin: str, after_s: float, flooder: multiprocessing.Process,
@@ -179,12 +176,7 @@ def main() -> int:
     if not 1 <= args.sources <= 1000 or args.count > 200_000 or args.seconds > 120:
         ap.error("bounded: 1-1000 sources, at most 200000 packets over at most 120 s")
     tmp = tempfile.mkdtemp(prefix="tsq-abuse-")
-    cert_pem, key_pem = generate_self_signed(["localhost"])
-    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    with open(cert, "wb") as fh:
-        fh.write(cert_pem)
-    with open(key, "wb") as fh:
-        fh.write(key_pem)
+    cert, key, pin = write_keys(tmp)
     proc = subprocess.Popen([sys.executable, "-m", "tsq.server", "--listen", "127.0.0.1:0", "--cert", cert,
                              "--key", key, "--max-connections", str(args.max_connections), "--stats-interval",
                              "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -198,7 +190,6 @@ def main() -> int:
             m = re.search(r"listening on \S+:(\d+)", line)
             port = int(m.group(1)) if m else 0
         watch = Watch(proc)
-        pin = spki_pin_pem(cert_pem)
         time.sleep(1.0)
         server = ("127.0.0.1", port)
         packets = [garbage_initial() if i % 2 == 0 else real_initial(server) for i in range(args.count)]

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -121,29 +121,31 @@ def tree(pid: int) -> List[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
+def _summed(pid: int, name: str, parse: Callable[[str], float]) -> float:
+    """`parse(/proc/P/name)` summed over `pid` and its descendants (gone ones count 0)."""
     total = 0.0
     for p in tree(pid):
         try:
-            with open(f"/proc/{p}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
+            with open(f"/proc/{p}/{name}") as fh:
+                total += parse(fh.read())
+        except (OSError, ValueError, IndexError):
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    def parse(stat: str) -> float:
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return _summed(pid, "stat", parse)
 
 
 def rss_kb(pid: int) -> int:
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
+    def parse(status: str) -> float:
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+
+    return int(_summed(pid, "status", parse))
 
 
 def start(cmd: List[str]) -> Tuple[subprocess.Popen[str], int]:
@@ -156,6 +158,17 @@ def start(cmd: List[str]) -> Tuple[subprocess.Popen[str], int]:
         m = re.search(r"listening on \S+:(\d+)", line)
         if m:
             return proc, int(m.group(1))
+
+
+def write_keys(tmp: str) -> Tuple[str, str, str]:
+    """An ephemeral certificate and key in `tmp`: (cert path, key path, SPKI pin)."""
+    cert_pem, key_pem = generate_self_signed(["localhost"])
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    with open(cert, "wb") as fh:
+        fh.write(cert_pem)
+    with open(key, "wb") as fh:
+        fh.write(key_pem)
+    return cert, key, spki_pin_pem(cert_pem)
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -393,13 +406,7 @@ def main() -> int:
     sections = set(args.sections.split(","))
     conns = [int(x) for x in args.conns.split(",")]
     tmp = tempfile.mkdtemp(prefix="tsq-load-")
-    cert_pem, key_pem = generate_self_signed(["localhost"])
-    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    with open(cert, "wb") as fh:
-        fh.write(cert_pem)
-    with open(key, "wb") as fh:
-        fh.write(key_pem)
-    pin = spki_pin_pem(cert_pem)
+    cert, key, pin = write_keys(tmp)
     tsq_cmd = [sys.executable, "-m", "tsq.server", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key,
                "--rate-per-source", "1e9", "--max-connections-per-source", "100000", "--stats-interval", "0"]
     servers = {
