@@ -343,6 +343,70 @@ async def bytes_per_exchange(port: int, pin: str, mode: str, count: int = 50) ->
             "count": (count,)}
 
 
+def sniff_loopback(seconds: float, udp_port: int, tcp_port: int, out: Dict[str, List[int]]) -> None:
+    """Payload sizes of UDP datagrams and TCP segments on `lo` to/from the ports (needs root)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+    sock.bind(("lo", 0))
+    sock.settimeout(0.1)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            pkt, addr = sock.recvfrom(65535)
+        except socket.timeout:
+            continue
+        if addr[2] == socket.PACKET_OUTGOING:  # loopback shows each packet twice
+            continue
+        ip = pkt[14:]
+        if len(ip) >= 20 and ip[0] >> 4 == 4:
+            proto, body = ip[9], ip[(ip[0] & 15) * 4:]
+        elif len(ip) >= 40 and ip[0] >> 4 == 6:
+            proto, body = ip[6], ip[40:]
+        else:
+            continue
+        if len(body) < 20:
+            continue
+        sport, dport = int.from_bytes(body[0:2], "big"), int.from_bytes(body[2:4], "big")
+        if proto == 17 and udp_port in (sport, dport):
+            out["udp up" if dport == udp_port else "udp down"].append(len(body) - 8)
+        elif proto == 6 and tcp_port in (sport, dport) and len(body) > (body[12] >> 4) * 4:
+            out["tcp up" if dport == tcp_port else "tcp down"].append(len(body) - (body[12] >> 4) * 4)
+    sock.close()
+
+
+def nts_bytes(tmp: str, cert: str, key: str) -> Optional[Dict[str, List[int]]]:
+    """chronyd server and client with NTS on loopback (chrony 4.3), sniffed for 6 s: NTS-KE over
+    TCP once, then NTP+NTS datagrams at minpoll -2. None without root or chronyd."""
+    chronyd = shutil.which("chronyd") or shutil.which("chronyd", path="/usr/sbin:/sbin")
+    if chronyd is None or os.geteuid() != 0:
+        return None
+    udp_port, ke_port = 11131, 4461
+    confs = {
+        "nts-server": f"port {udp_port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 10\n"
+                      f"cmdport 0\npidfile {tmp}/nts-server.pid\nntsserverkey {key}\nntsservercert {cert}\n"
+                      f"ntsport {ke_port}\nntsdumpdir {tmp}\n",
+        "nts-client": f"server localhost port {udp_port} nts ntsport {ke_port} minpoll -2 maxpoll -2 iburst\n"
+                      f"ntstrustedcerts {cert}\nport 0\ncmdport 0\npidfile {tmp}/nts-client.pid\n",
+    }
+    for name, text in confs.items():
+        with open(os.path.join(tmp, name + ".conf"), "w") as fh:
+            fh.write(text)
+    found: Dict[str, List[int]] = {"udp up": [], "udp down": [], "tcp up": [], "tcp down": []}
+    procs = [subprocess.Popen([chronyd, "-x", "-d", "-u", "root", "-f", os.path.join(tmp, "nts-server.conf")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    time.sleep(1.0)
+    sniffer = threading.Thread(target=sniff_loopback, args=(6.0, udp_port, ke_port, found))
+    sniffer.start()
+    time.sleep(0.3)
+    procs.append(subprocess.Popen([chronyd, "-x", "-d", "-u", "root", "-f",
+                                   os.path.join(tmp, "nts-client.conf")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    sniffer.join()
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+    return found if found["udp up"] else None
+
+
 # ------------------------------------------------------------------------------------- worst case
 def raw_attack(port: int, conns: int, out_of_order: bool) -> List[socket.socket]:
     """`conns` connections that each park data on all 4 client streams and never finish them.
@@ -527,16 +591,27 @@ def main() -> int:
                         per_exchange[(name, mode)] = (up_b / k, dn_b / k, hs)
                 finally:
                     stop(proc)
+            nts = nts_bytes(tmp, cert, key)
+            if nts is None:
+                print("chrony NTS                 skipped (needs root and chronyd)")
+            else:
+                up, down = nts["udp up"], nts["udp down"]
+                print(f"{'chrony NTS (4.3)':<26} {'udp':<9} {'NTS-KE (TCP, once)':<22} "
+                      f"{sum(nts['tcp up']):>9} B      {sum(nts['tcp down']):>9} B")
+                print(f"{'chrony NTS (4.3)':<26} {'udp':<9} {'per exchange':<22} {sum(up) / len(up):>9.1f} B "
+                      f"(1.0) {sum(down) / max(1, len(down)):>9.1f} B (1.0)")
+                per_exchange[("chrony NTS", "")] = (sum(up) / len(up), sum(down) / max(1, len(down)),
+                                                     sum(nts["tcp up"]) + sum(nts["tcp down"]))
             print(f"\nbytes per day (both directions), one connection polling every 2^p s; idle timeout "
                   f"{IDLE_TIMEOUT_S:g} s: slower polls pay a handshake + warm-up each time")
-            heads = " ".join(f"{n.split()[0] + ' ' + m:>18}" for n, m in per_exchange)
+            heads = " ".join(f"{(n.split()[0] + ' ' + m) if m else n:>18}" for n, m in per_exchange)
             print(f"{'poll':>6} {'NTP':>10} {heads}")
             for p in range(4, 11):
                 interval = 2 ** p
                 polls = 86400 / interval
                 cells = []
-                for (_name, _mode), (up, down, hs) in per_exchange.items():
-                    reconnect = interval > IDLE_TIMEOUT_S
+                for (name, _mode), (up, down, hs) in per_exchange.items():
+                    reconnect = interval > IDLE_TIMEOUT_S and name != "chrony NTS"  # NTS-KE once only
                     cells.append(f"{polls * (up + down) + (polls if reconnect else 1) * hs:>15.0f} B")
                 ntp = polls * 2 * NTP_PAYLOAD
                 print(f"{'2^' + str(p):>6} {ntp:>8.0f} B " + " ".join(f"{c:>18}" for c in cells))
