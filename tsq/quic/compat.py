@@ -6,7 +6,7 @@ the client), the peer's certificate after the handshake (SPKI pins), and the pee
 max_datagram_frame_size transport parameter (whether DATAGRAM frames may be sent). The server's
 packet-header parser is public (`aioquic.quic.packet`) but needs aioquic's private `Buffer`.
 
-For a server on the open internet (docs/quic.md, "Open internet"): checking that a client's Initial
+For a server on the open internet (docs/quic.md, "On the open internet"): checking that a client's Initial
 decrypts before any connection state exists, a stateless CONNECTION_CLOSE in an Initial packet
 (refusal, bad token), flow-control windows that never grow beyond what a TSQ request needs, few
 concurrent streams, ACKs that ride on the response instead of an ACK-only packet 1 ms later, and

@@ -9,7 +9,7 @@ into the plaintext of the packet that carries it right before aioquic encrypts i
 datagram mode share one port. Any exception while handling a packet is counted and contained; it
 never stops the loop.
 
-On the open internet (docs/quic.md, "Open internet"): every new client is validated with a Retry
+On the open internet (docs/quic.md, "On the open internet"): every new client is validated with a Retry
 (tsq.quic.retry) before any connection state exists; an Initial that echoes a valid token and
 decrypts is admitted, or refused with CONNECTION_CLOSE (CONNECTION_REFUSED) at once when the
 connection or per-address limit is reached; limits count validated peers only. Connections are held
@@ -65,9 +65,10 @@ log = logging.getLogger("tsq.server")
 # answer to a smaller datagram (it would be a reflection amplifier).
 _MIN_DATAGRAM_FOR_NEW = 1200
 
-# Sized for TSQ (docs/quic.md, "Memory per connection"). A request is at most MAX_REQUEST_BYTES:
-# one byte more of stream window lets the session see an oversized request and refuse it once; a
-# client that ignores flow control beyond that is closed by aioquic (FLOW_CONTROL_ERROR).
+# Sized for TSQ (docs/quic.md, "On the open internet": bounded memory). A request is at most
+# MAX_REQUEST_BYTES: one byte more of stream window lets the session see an oversized request and
+# refuse it once; a client that ignores flow control beyond that is closed by aioquic
+# (FLOW_CONTROL_ERROR).
 STREAM_WINDOW = MAX_REQUEST_BYTES + 1
 MAX_STREAMS = 4                         # concurrent client streams (exchanges are sequential)
 CONNECTION_WINDOW = MAX_STREAMS * STREAM_WINDOW
@@ -308,7 +309,7 @@ class TsqServer:
 
     def _route_long(self, data: bytes, addr: Address) -> Optional[_Conn]:
         """The connection a long-header datagram belongs to; a new one only for a validated
-        Initial. Everything else creates no state (docs/quic.md, "Open internet")."""
+        Initial. Everything else creates no state (docs/quic.md, "On the open internet")."""
         assert self._endpoint is not None
         header = compat.parse_header(data, self.quic_config.connection_id_length)
         if header is None:

@@ -146,7 +146,7 @@ class StampResidual:
         # The minimum, not the median: T3 must not land after the real departure, or short
         # loopback round trips come out negative (draft §6.6 rejects those). What is left is
         # one-sided (T3 early by residual - minimum); the interleaved report removes it.
-        # A full rescan only when the minimum itself left the window (once per exchange otherwise).
+        # A full rescan only when the minimum itself left the window; otherwise one comparison.
         if evicted is None or evicted <= self._min:
             self._min = min(values)
         else:
