@@ -11,6 +11,7 @@ import weakref
 from typing import List, Tuple
 
 import pytest
+from aioquic import tls
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicErrorCode, QuicPacketType
@@ -124,3 +125,34 @@ def test_release_frees_a_finished_connection_without_the_collector(server_config
     finally:
         gc.enable()
     assert config.alpn_protocols == ["tsq"] and config.certificate is not None  # shared: untouched
+
+
+@pytest.mark.parametrize("trimmed", [False, True])
+def test_after_the_trim_a_late_handshake_message_closes_as_before(
+        server_config: QuicConfiguration, trimmed: bool) -> None:
+    c, s = pair(server_config)
+    if trimmed:
+        assert compat.trim_after_handshake(s) and not isinstance(s.tls, tls.Context)
+    c._crypto_streams[tls.Epoch.ONE_RTT].sender.write(b"\x04\x00\x00\x00")  # a client-side poke
+    for data, _ in c.datagrams_to_send(now=2.0):
+        s.receive_datagram(data, CLIENT, now=2.0)
+    s.datagrams_to_send(now=2.0)
+    assert s._close_event is not None
+    assert s._close_event.error_code == QuicErrorCode.CRYPTO_ERROR + 10  # unexpected_message
+
+
+def test_a_trimmed_connection_still_serves(server_config: QuicConfiguration) -> None:
+    c, s = pair(server_config)
+    assert compat.trim_after_handshake(s)
+    for n in range(3):
+        c.send_datagram_frame(b"ping %d" % n)
+        for data, _ in c.datagrams_to_send(now=3.0 + n):
+            s.receive_datagram(data, CLIENT, now=3.0 + n)
+        s.send_datagram_frame(b"pong %d" % n)
+        for data, _ in s.datagrams_to_send(now=3.0 + n):
+            c.receive_datagram(data, SERVER, now=3.0 + n)
+    got = []
+    while (event := c.next_event()) is not None:
+        if type(event).__name__ == "DatagramFrameReceived":
+            got.append(event.data)
+    assert got == [b"pong 0", b"pong 1", b"pong 2"]

@@ -252,18 +252,44 @@ def _share_frame_handler_epochs(quic: QuicConnection) -> bool:
 ONE_RTT_CRYPTO_SCRATCH = 512    # room for a NewSessionTicket (~200 B); the server writes nothing else
 
 
+class _HandshakeDone:
+    """Stands in for a server connection's TLS context once its handshake is complete. aioquic
+    keeps the whole context (key schedule, transcript hash, the handshake's extensions) for the
+    connection's life, and in that state answers any further handshake message with
+    unexpected_message (which closes the connection); this does the same and keeps only what
+    aioquic still reads afterwards."""
+
+    def __init__(self, done: Any) -> None:
+        self.state = done.state
+        self.alpn_negotiated = done.alpn_negotiated
+        self.early_data_accepted = done.early_data_accepted
+        self.session_resumed = done.session_resumed
+        self.client_random = done.client_random
+
+    def handle_message(self, input_data: bytes, output_buf: Any) -> None:
+        if input_data:
+            raise tls.AlertUnexpectedMessage("the handshake is complete")
+
+
 def trim_after_handshake(quic: QuicConnection) -> bool:
     """Free what only the handshake needed, once it is complete: aioquic keeps three 16 KB scratch
-    buffers for outgoing TLS messages for the connection's whole life. The Initial and Handshake
-    ones are never written again (their keys are gone or about to be); the 1-RTT one shrinks."""
+    buffers for outgoing TLS messages and the TLS context for the connection's whole life. The
+    Initial and Handshake buffers are never written again (their keys are gone or about to be), the
+    1-RTT one shrinks, and a server's context is replaced by `_HandshakeDone`."""
     buffers = getattr(quic, "_crypto_buffers", None)
-    if _Buffer is None or not isinstance(buffers, dict) or len(buffers) != 3:
+    context = getattr(quic, "tls", None)
+    if (_Buffer is None or not isinstance(buffers, dict) or len(buffers) != 3
+            or not isinstance(context, tls.Context)):
         return False
     for epoch in list(buffers):
         if epoch == tls.Epoch.ONE_RTT:
             buffers[epoch] = _Buffer(capacity=ONE_RTT_CRYPTO_SCRATCH)
         elif epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
             buffers[epoch] = _Buffer(capacity=0)
+    if (not quic.configuration.is_client and context.state == tls.State.SERVER_POST_HANDSHAKE
+            and all(hasattr(context, name) for name in
+                    ("alpn_negotiated", "early_data_accepted", "session_resumed", "client_random"))):
+        quic.tls = _HandshakeDone(context)  # type: ignore[assignment]
     return True
 
 
