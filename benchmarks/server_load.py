@@ -51,6 +51,7 @@ from tsq.quic.trust import ALPN_TSQ, DATAGRAM_FRAME_SIZE, generate_self_signed, 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 NTP_PAYLOAD = 48
 IDLE_TIMEOUT_S = 150.0        # the TSQ server's default (tsq.quic.server.DEFAULT_IDLE_TIMEOUT_S)
+FAILURES: List[str] = []      # why exchanges failed, printed with their row
 
 
 # ------------------------------------------------------------------------------------- baseline
@@ -211,8 +212,9 @@ async def drive(port: int, pin: str, conns: int, mode: str, seconds: float,
                 answered += 1
             except TsqInvalidResponse:
                 answered += 1  # answered; only our loopback sanity check disliked it
-            except TsqError:
+            except TsqError as exc:
                 failed += 1
+                FAILURES.append(str(exc))
 
     await asyncio.gather(*(loop(c) for c in clients))
     wall, cpu = time.monotonic() - t0, cpu_seconds(cpu_of) - cpu0
@@ -450,8 +452,9 @@ def raw_attack(port: int, conns: int, out_of_order: bool) -> List[socket.socket]
 
 # ------------------------------------------------------------------------------------- report
 def row(name: str, mode: str, n: int, answered: int, failed: int, wall: float, cpu: float) -> None:
+    why = f" ({FAILURES[-1]})" if failed and FAILURES else ""
     print(f"{name:<26} {mode:<9} {n:>5} {answered / wall:>9.0f} {cpu / wall * 100:>9.0f}% "
-          f"{answered / max(cpu, 1e-9):>11.0f}" + (f"  failed {failed}" if failed else ""), flush=True)
+          f"{answered / max(cpu, 1e-9):>11.0f}" + (f"  failed {failed}{why}" if failed else ""), flush=True)
 
 
 def main() -> int:
@@ -509,7 +512,7 @@ def main() -> int:
                     stop(proc)
             chrony = None if args.no_chrony else chronyd_server(tmp)
             if chrony is None:
-                print("chronyd                    skipped (no chronyd or no C compiler)")
+                print("chronyd                    skipped (--no-chrony, or no chronyd or C compiler)")
             else:
                 cproc, cport, loadgen = chrony
                 try:
