@@ -13,7 +13,7 @@ Every server runs in its own process on loopback; this process drives it. Sectio
   (compiled here with `cc`): N UDP sockets, one NTP request outstanding each.
 - **handshakes**: connections opened and closed, per server CPU-second (TSQ's include the Retry).
 - **memory**: server RSS growth per idle connection (after one exchange each), and for TSQ the
-  worst case: every connection with its 4 client streams holding the most a stream may hold
+  worst case: every connection with all its client streams holding the most a stream may hold
   (4 KB in order, never completed; and 4 KB out of order, the first packet of each stream lost).
 - **bytes**: UDP payload per direction through a counting relay: handshake (with Retry), the
   first exchange (with the warm-up), then per steady exchange (ACKs included), and per day at
@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from tsq import clock, wire
 from tsq.quic.client import TsqClient, TsqError, TsqInvalidResponse
+from tsq.quic.server import MAX_STREAMS
 from tsq.quic.trust import ALPN_TSQ, DATAGRAM_FRAME_SIZE, generate_self_signed, spki_pin_pem
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -412,40 +413,51 @@ def nts_bytes(tmp: str, cert: str, key: str) -> Optional[Dict[str, List[int]]]:
 
 # ------------------------------------------------------------------------------------- worst case
 def raw_attack(port: int, conns: int, out_of_order: bool) -> List[socket.socket]:
-    """`conns` connections that each park data on all 4 client streams and never finish them.
-    aioquic's client, driven packet by packet; `out_of_order`: each stream's first packet is lost."""
+    """`conns` connections that each park data on all MAX_STREAMS client streams and never finish
+    them, driving aioquic's client packet by packet. In order: every stream gets 4 KB that never
+    parse as a request (the session holds them), the server's ACKs are read so the congestion
+    window lets it all out. `out_of_order`: each stream's first packet is withheld and no ACK is
+    read, so the client never learns of the loss: what its first flight carries stays parked in
+    aioquic's reassembly buffers."""
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
 
     socks = []
+    server = ("127.0.0.1", port)
     for _ in range(conns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
-        sock.settimeout(0.5)
         quic = QuicConnection(configuration=QuicConfiguration(
             is_client=True, alpn_protocols=[ALPN_TSQ], verify_mode=ssl.CERT_NONE))
-        server = ("127.0.0.1", port)
         quic.connect(server, now=time.monotonic())
+
+        def pump(rounds: int, wait_s: float, quic: QuicConnection = quic, sock: socket.socket = sock) -> None:
+            for _ in range(rounds):
+                for data, _ in quic.datagrams_to_send(now=time.monotonic()):
+                    sock.sendto(data, server)
+                sock.settimeout(wait_s)
+                try:
+                    while True:
+                        quic.receive_datagram(sock.recv(65535), server, now=time.monotonic())
+                        sock.settimeout(0.005)
+                except socket.timeout:
+                    pass
+
         for _ in range(8):
-            for data, _ in quic.datagrams_to_send(now=time.monotonic()):
-                sock.sendto(data, server)
-            try:
-                while True:
-                    quic.receive_datagram(sock.recv(65535), server, now=time.monotonic())
-                    sock.settimeout(0.02)
-            except socket.timeout:
-                sock.settimeout(0.5)
+            pump(1, 0.5)
             if quic._handshake_complete:  # benchmark-side peek
                 break
-        for data, _ in quic.datagrams_to_send(now=time.monotonic()):
-            sock.sendto(data, server)
-        for _ in range(4):
+        pump(1, 0.02)
+        for _ in range(MAX_STREAMS):
             sid = quic.get_next_available_stream_id()
             # Never a whole request (Nonce with a bad length), as much as the stream may hold.
             quic.send_stream_data(sid, b"\x01\x05" + bytes(4000 if not out_of_order else 4095))
-            flight = [d for d, _ in quic.datagrams_to_send(now=time.monotonic())]
-            for data in flight[1:] if out_of_order else flight:
-                sock.sendto(data, server)
+            if out_of_order:
+                flight = [d for d, _ in quic.datagrams_to_send(now=time.monotonic())]
+                for data in flight[1:]:
+                    sock.sendto(data, server)
+        if not out_of_order:
+            pump(6, 0.02)
         socks.append(sock)   # the connection is abandoned here, its data parked on the server
     return socks
 
@@ -555,7 +567,7 @@ def main() -> int:
                         label = "idle, after one exchange"
                     else:
                         socks = raw_attack(port, n, case == "out of order")
-                        label = f"worst: 4 streams x 4 KB, {case}"
+                        label = f"worst: {MAX_STREAMS} streams x 4 KB, {case}"
                     time.sleep(1.0)
                     after = rss_kb(proc.pid)
                     print(f"{name:<26} {label:<38} {n:>5} {before:>8} kB {after:>5} kB "

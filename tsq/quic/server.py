@@ -70,7 +70,11 @@ _MIN_DATAGRAM_FOR_NEW = 1200
 # refuse it once; a client that ignores flow control beyond that is closed by aioquic
 # (FLOW_CONTROL_ERROR).
 STREAM_WINDOW = MAX_REQUEST_BYTES + 1
-MAX_STREAMS = 4                         # concurrent client streams (exchanges are sequential)
+# Concurrent client streams. Exchanges are sequential, but a stream only finishes when the client's
+# ACK of its response arrives, and aioquic announces new stream credit in batches (when less than
+# half is left): with 4 a client could hit the limit when its ACKs lag, and a request held back
+# until MAX_STREAMS arrives leaves in a later flush without its kernel T1. 8 leaves ~3 spare.
+MAX_STREAMS = 8
 CONNECTION_WINDOW = MAX_STREAMS * STREAM_WINDOW
 # Clients poll at most every 2**maxpoll s (default maxpoll 6: 64 s); a connection survives two
 # polls in a row without a packet (one lost exchange and its retry) and is then forgotten. A
