@@ -674,3 +674,301 @@ def write_stamped(int fd, const unsigned char[::1] data):
     if n < 0:
         raise OSError(err, _os.strerror(err))
     return n, t
+
+
+# ------------------------------------------------------------------------------------------------
+# batched UDP: recvmmsg / sendmmsg with the kernel's software RX stamps, TX stamps from the error
+# queue. One system call and no Python-level ancillary parsing per datagram; the stamps are the
+# kernel's, exactly as recvmsg gives them (tsq._pyclock.recv_timestamped).
+
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    #include <sys/uio.h>
+    #include <netinet/in.h>
+    #include <arpa/inet.h>
+    #include <linux/errqueue.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #include <errno.h>
+    #define TSQ_CTRL 256
+
+    static int64_t tsq_ts_ns(struct cmsghdr* c) {
+        /* realtime ns of a SOL_SOCKET timestamp control message, or -1 */
+        int64_t sec = 0, nsec = 0;
+        if (c->cmsg_level != SOL_SOCKET) return -1;
+        if (c->cmsg_type == SO_TIMESTAMPING_OLD || c->cmsg_type == SO_TIMESTAMPNS_OLD) {
+            struct timespec t; memcpy(&t, CMSG_DATA(c), sizeof t);
+            sec = t.tv_sec; nsec = t.tv_nsec;
+        } else if (SO_TIMESTAMPING_NEW >= 0 &&
+                   (c->cmsg_type == SO_TIMESTAMPING_NEW || c->cmsg_type == SO_TIMESTAMPNS_NEW)) {
+            int64_t t[2]; memcpy(t, CMSG_DATA(c), sizeof t);
+            sec = t[0]; nsec = t[1];
+        } else {
+            return -1;
+        }
+        if (sec == 0 && nsec == 0) return -1;
+        return sec * (int64_t)1000000000 + nsec;
+    }
+
+    static int64_t tsq_msg_rx_ns(struct msghdr* h) {
+        struct cmsghdr* c;
+        int64_t ns;
+        if (h->msg_flags & MSG_CTRUNC) return -1;
+        for (c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+            ns = tsq_ts_ns(c);
+            if (ns >= 0) return ns;
+        }
+        return -1;
+    }
+
+    typedef struct {
+        int count, bufsize;
+        struct mmsghdr* m;
+        struct iovec* iov;
+        struct sockaddr_storage* addr;
+        char* ctrl;
+        char* data;
+    } tsq_rx;
+
+    static int tsq_rx_open(tsq_rx* b, int count, int bufsize) {
+        b->count = count; b->bufsize = bufsize;
+        b->m = calloc(count, sizeof(struct mmsghdr));
+        b->iov = calloc(count, sizeof(struct iovec));
+        b->addr = calloc(count, sizeof(struct sockaddr_storage));
+        b->ctrl = calloc(count, TSQ_CTRL);
+        b->data = malloc((size_t)count * bufsize);
+        if (!b->m || !b->iov || !b->addr || !b->ctrl || !b->data) return -1;
+        for (int i = 0; i < count; i++) {
+            b->iov[i].iov_base = b->data + (size_t)i * bufsize;
+            b->iov[i].iov_len = bufsize;
+            b->m[i].msg_hdr.msg_iov = &b->iov[i];
+            b->m[i].msg_hdr.msg_iovlen = 1;
+            b->m[i].msg_hdr.msg_name = &b->addr[i];
+            b->m[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+            b->m[i].msg_hdr.msg_control = b->ctrl + (size_t)i * TSQ_CTRL;
+            b->m[i].msg_hdr.msg_controllen = TSQ_CTRL;
+        }
+        return 0;
+    }
+
+    static void tsq_rx_close(tsq_rx* b) {
+        free(b->m); free(b->iov); free(b->addr); free(b->ctrl); free(b->data);
+    }
+
+    static int tsq_rx_recv(int fd, tsq_rx* b) {
+        return recvmmsg(fd, b->m, b->count, MSG_DONTWAIT, NULL);
+    }
+
+    /* (host, port) of message i into host[64]; returns family or -1 */
+    static int tsq_rx_addr(tsq_rx* b, int i, char* host, int* port, unsigned int* flow, unsigned int* scope) {
+        struct sockaddr_storage* s = &b->addr[i];
+        *flow = 0; *scope = 0;
+        if (s->ss_family == AF_INET) {
+            struct sockaddr_in* a = (struct sockaddr_in*)s;
+            if (!inet_ntop(AF_INET, &a->sin_addr, host, 64)) return -1;
+            *port = ntohs(a->sin_port);
+            return AF_INET;
+        }
+        if (s->ss_family == AF_INET6) {
+            struct sockaddr_in6* a = (struct sockaddr_in6*)s;
+            if (!inet_ntop(AF_INET6, &a->sin6_addr, host, 64)) return -1;
+            *port = ntohs(a->sin6_port);
+            *flow = ntohl(a->sin6_flowinfo);
+            *scope = a->sin6_scope_id;
+            return AF_INET6;
+        }
+        return -1;
+    }
+
+    static int tsq_sockaddr(int family, const char* host, int port, struct sockaddr_storage* s, socklen_t* len) {
+        memset(s, 0, sizeof *s);
+        if (family == AF_INET) {
+            struct sockaddr_in* a = (struct sockaddr_in*)s;
+            a->sin_family = AF_INET; a->sin_port = htons(port);
+            if (inet_pton(AF_INET, host, &a->sin_addr) != 1) return -1;
+            *len = sizeof *a;
+            return 0;
+        }
+        if (family == AF_INET6) {
+            struct sockaddr_in6* a = (struct sockaddr_in6*)s;
+            a->sin6_family = AF_INET6; a->sin6_port = htons(port);
+            if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) return -1;
+            *len = sizeof *a;
+            return 0;
+        }
+        return -1;
+    }
+
+    /* one TX stamp from the error queue: 1 found, 0 a message without one, -1 empty/error */
+    static int tsq_tx_one(int fd, uint32_t* key, int64_t* ns) {
+        char ctrl[512], one[1];
+        struct iovec iov = { one, 1 };
+        struct msghdr h;
+        struct cmsghdr* c;
+        int have_key = 0;
+        *ns = -1;
+        memset(&h, 0, sizeof h);
+        h.msg_iov = &iov; h.msg_iovlen = 1;
+        h.msg_control = ctrl; h.msg_controllen = sizeof ctrl;
+        if (recvmsg(fd, &h, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return -1;
+        for (c = CMSG_FIRSTHDR(&h); c != NULL; c = CMSG_NXTHDR(&h, c)) {
+            int64_t t = tsq_ts_ns(c);
+            if (t >= 0) { *ns = t; continue; }
+            if ((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
+                (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) {
+                struct sock_extended_err e; memcpy(&e, CMSG_DATA(c), sizeof e);
+                if (e.ee_errno == ENOMSG && e.ee_origin == SO_EE_ORIGIN_TIMESTAMPING &&
+                    e.ee_info == SCM_TSTAMP_SND) { *key = e.ee_data; have_key = 1; }
+            }
+        }
+        return (have_key && *ns >= 0) ? 1 : 0;
+    }
+    """
+    ctypedef struct tsq_rx:
+        int count
+    int tsq_rx_open(tsq_rx* b, int count, int bufsize) nogil
+    void tsq_rx_close(tsq_rx* b) nogil
+    int tsq_rx_recv(int fd, tsq_rx* b) nogil
+    int tsq_rx_addr(tsq_rx* b, int i, char* host, int* port, unsigned int* flow, unsigned int* scope) nogil
+    int64_t tsq_msg_rx_ns(void* h) nogil
+    int tsq_tx_one(int fd, uint32_t* key, int64_t* ns) nogil
+    int tsq_sockaddr(int family, const char* host, int port, void* s, unsigned int* length) nogil
+    int c_AF_INET "AF_INET"
+    int c_AF_INET6 "AF_INET6"
+    int c_MSG_TRUNC "MSG_TRUNC"
+    int c_MSG_DONTWAIT "MSG_DONTWAIT"
+    int c_EAGAIN "EAGAIN"
+    int c_EWOULDBLOCK "EWOULDBLOCK"
+    int c_EINTR "EINTR"
+
+cdef extern from "<sys/socket.h>" nogil:
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+    struct msghdr:
+        void* msg_name
+        unsigned int msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    struct sockaddr_storage:
+        unsigned short ss_family
+    int sendmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags)
+
+cdef extern from *:
+    """
+    static struct mmsghdr* tsq_rx_msg(tsq_rx* b, int i) { return &b->m[i]; }
+    static char* tsq_rx_data(tsq_rx* b, int i) { return b->data + (size_t)i * b->bufsize; }
+    """
+    mmsghdr* tsq_rx_msg(tsq_rx* b, int i) nogil
+    char* tsq_rx_data(tsq_rx* b, int i) nogil
+
+from libc.stdlib cimport free, malloc
+from cpython.bytes cimport PyBytes_FromStringAndSize
+
+DEF _MAX_SEND = 64
+
+
+def recv_batch(int fd, int max_count=32, int bufsize=2048):
+    """Up to `max_count` datagrams from a non-blocking UDP socket in one recvmmsg: a list of
+    (data, address, kernel RX realtime ns or None), [] when none is waiting. Datagrams longer than
+    `bufsize` are dropped (a QUIC datagram is at most 1500 bytes on the paths TSQ serves).
+    OSError for errors other than EAGAIN/EINTR."""
+    cdef tsq_rx b
+    cdef int n, i, err = 0, port = 0, fam
+    cdef unsigned int flow = 0, scope = 0
+    cdef char host[64]
+    cdef int64_t ns
+    cdef mmsghdr* m
+    if max_count < 1:
+        return []
+    if tsq_rx_open(&b, max_count, bufsize) != 0:
+        tsq_rx_close(&b)
+        raise MemoryError()
+    try:
+        with nogil:
+            n = tsq_rx_recv(fd, &b)
+            if n < 0:
+                err = errno
+        if n < 0:
+            if err == c_EAGAIN or err == c_EWOULDBLOCK or err == c_EINTR:
+                return []
+            raise OSError(err, _os.strerror(err))
+        out = []
+        for i in range(n):
+            m = tsq_rx_msg(&b, i)
+            if m.msg_hdr.msg_flags & c_MSG_TRUNC:
+                continue
+            fam = tsq_rx_addr(&b, i, host, &port, &flow, &scope)
+            if fam == c_AF_INET:
+                addr = (host.decode("ascii"), port)
+            elif fam == c_AF_INET6:
+                addr = (host.decode("ascii"), port, flow, scope)
+            else:
+                addr = ()
+            ns = tsq_msg_rx_ns(&m.msg_hdr)
+            out.append((PyBytes_FromStringAndSize(tsq_rx_data(&b, i), m.msg_len), addr,
+                        ns if ns >= 0 else None))
+        return out
+    finally:
+        tsq_rx_close(&b)
+
+
+def send_batch(int fd, int family, list datagrams, object addr):
+    """Send `datagrams` (bytes) to `addr` (host, port, ...) on a non-blocking UDP socket of
+    `family` in one sendmmsg; returns how many the kernel took (fewer when its buffer is full).
+    -1 when `addr` is not a numeric address of `family` (the caller falls back to sendto).
+    OSError for errors other than EAGAIN/EINTR."""
+    cdef sockaddr_storage sa
+    cdef unsigned int salen = 0
+    cdef mmsghdr msgs[_MAX_SEND]
+    cdef iovec iov[_MAX_SEND]
+    cdef int count = len(datagrams), i, n, err = 0
+    cdef bytes host = str(addr[0]).encode("ascii", "replace")
+    cdef bytes item
+    if count == 0:
+        return 0
+    if count > _MAX_SEND:
+        count = _MAX_SEND
+    if tsq_sockaddr(family, host, int(addr[1]), &sa, &salen) != 0:
+        return -1
+    memset(msgs, 0, sizeof(msgs))
+    for i in range(count):
+        item = datagrams[i]
+        iov[i].iov_base = <void*>PyBytes_AS_STRING(item)
+        iov[i].iov_len = PyBytes_GET_SIZE(item)
+        msgs[i].msg_hdr.msg_name = &sa
+        msgs[i].msg_hdr.msg_namelen = salen
+        msgs[i].msg_hdr.msg_iov = &iov[i]
+        msgs[i].msg_hdr.msg_iovlen = 1
+    with nogil:
+        n = sendmmsg(fd, msgs, count, c_MSG_DONTWAIT)
+        if n < 0:
+            err = errno
+    if n < 0:
+        if err == c_EAGAIN or err == c_EWOULDBLOCK or err == c_EINTR:
+            return 0
+        raise OSError(err, _os.strerror(err))
+    return n
+
+
+def drain_tx_stamps(int fd):
+    """Every software TX stamp waiting in the socket's error queue: a list of (OPT_ID key,
+    realtime ns), as `read_tx_timestamps` gives them; never blocks."""
+    cdef uint32_t key = 0
+    cdef int64_t ns = 0
+    cdef int rc
+    out = []
+    while True:
+        with nogil:
+            rc = tsq_tx_one(fd, &key, &ns)
+        if rc < 0:
+            return out
+        if rc == 1:
+            out.append((key, ns))

@@ -685,3 +685,57 @@ def write_stamped(fd: int, data: bytes | bytearray | memoryview) -> tuple[int, i
     (BlockingIOError when a non-blocking fd is full)."""
     t = raw_ns()
     return os.write(fd, data), t
+
+
+# ------------------------------------------------------------------------------------------------
+# batched UDP (the Cython backend uses recvmmsg/sendmmsg; the results are the same)
+
+
+Received = Tuple[bytes, Tuple[Any, ...], Optional[int]]   # (data, address, kernel RX realtime ns)
+
+
+def recv_batch(fd: int, max_count: int = 32, bufsize: int = 2048) -> List[Received]:
+    """Up to `max_count` datagrams from a non-blocking UDP socket: (data, address, kernel RX
+    realtime ns or None) each, [] when none is waiting. Datagrams longer than `bufsize` are dropped."""
+    sock = socket.socket(fileno=fd)
+    out: List[Received] = []
+    try:
+        for _ in range(max(0, max_count)):
+            try:
+                data, ancdata, flags, address = sock.recvmsg(bufsize, _ANC_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if flags & socket.MSG_TRUNC:
+                continue
+            out.append((data, tuple(address) if address is not None else (), software_timestamp(ancdata)))
+    finally:
+        sock.detach()
+    return out
+
+
+def send_batch(fd: int, family: int, datagrams: List[bytes], addr: Tuple[Any, ...]) -> int:
+    """Send `datagrams` to `addr`; how many the kernel took (-1: `addr` is not of `family`)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM, fileno=fd)
+    sent = 0
+    try:
+        for data in datagrams:
+            try:
+                sock.sendto(data, socket.MSG_DONTWAIT, addr)
+            except (BlockingIOError, InterruptedError):
+                break
+            except socket.gaierror:
+                return -1
+            sent += 1
+    finally:
+        sock.detach()
+    return sent
+
+
+def drain_tx_stamps(fd: int) -> List[Tuple[int, int]]:
+    """Every software TX stamp in the socket's error queue: (OPT_ID key, realtime ns); never blocks."""
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.setblocking(False)
+        return [(s.key, s.realtime_ns) for s in _drain_errqueue(sock)]
+    finally:
+        sock.detach()

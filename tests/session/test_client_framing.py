@@ -25,8 +25,10 @@ FIXED = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  #
 
 
 def stream_link(make_link: LINK, signed: bool = False, precision: bool = True) -> Any:
+    # Requests of a fixed 256 B (room for any reply these tests build), so every Precision reply
+    # can be padded to its request's length.
     opts = ClientOptions(name="srv", interleaved=False, precision=precision, require_signature=signed,
-                         verifier=Verifier({7: SECRET}) if signed else None)
+                         verifier=Verifier({7: SECRET}) if signed else None, precision_size=256)
     link = make_link(opts, peer_datagrams=False, serve=False)
     link.answer(link.client.start_exchange(link.now()), signer=SIGNER if signed else None)
     return link

@@ -1,10 +1,16 @@
 """Every use of aioquic internals, in one place, each with a capability flag and a fallback.
 
-aioquic's public API has no hook for the three things TSQ needs beyond it: the plaintext of a 1-RTT
+aioquic's public API has no hook for the things TSQ needs beyond it: the plaintext of a 1-RTT
 packet right before encryption (the late T3 on the server, and which datagram carried the request on
 the client), the peer's certificate after the handshake (SPKI pins), and the peer's
 max_datagram_frame_size transport parameter (whether DATAGRAM frames may be sent). The server's
 packet-header parser is public (`aioquic.quic.packet`) but needs aioquic's private `Buffer`.
+
+For a server on the open internet (docs/quic.md, "On the open internet"): checking that a client's Initial
+decrypts before any connection state exists, a stateless CONNECTION_CLOSE in an Initial packet
+(refusal, bad token), flow-control windows that never grow beyond what a TSQ request needs, few
+concurrent streams, ACKs that ride on the response instead of an ACK-only packet 1 ms later, and
+breaking aioquic's own reference cycles so a finished connection is freed at once.
 
 Each accessor returns None / False when the attribute is not where this version keeps it: the
 capability is then off (stamps fall back to before the packet is built, a pin cannot be checked and
@@ -16,15 +22,26 @@ lives in tests/quic/test_compat.py.
 
 from __future__ import annotations
 
+import collections
+import enum
+import functools
 import logging
+import types
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import aioquic
 from aioquic import tls
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import QuicHeader, pull_quic_header
+from aioquic.quic.packet import QuicHeader, QuicPacketType, pull_quic_header
+
+try:
+    from aioquic.quic.crypto import CryptoPair
+    from aioquic.quic.packet_builder import QuicPacketBuilder
+except ImportError:  # pragma: no cover - no stateless close, no decrypt check: see below
+    CryptoPair = None  # type: ignore[assignment,misc]
+    QuicPacketBuilder = None  # type: ignore[assignment,misc]
 
 _Buffer: Any
 try:
@@ -85,6 +102,243 @@ def parse_header(data: bytes, host_cid_length: int) -> Optional[QuicHeader]:
         return None
 
 
+# ------------------------------------------------------------------------------ open internet
+TRANSPORT_CLOSE = 0x1C
+PADDING_FRAME = 0x00
+
+
+def initial_decrypts(data: bytes, host_cid_length: int) -> bool:
+    """Whether the datagram's first packet is a client Initial that decrypts with the Initial keys
+    of its Destination Connection ID (RFC 9001 §5.2). False when it does not, or cannot be checked
+    (then the server creates no state for it)."""
+    if _Buffer is None or CryptoPair is None:  # pragma: no cover
+        return False
+    try:
+        buf = _Buffer(data=data)
+        header = pull_quic_header(buf, host_cid_length=host_cid_length)
+        if header.packet_type != QuicPacketType.INITIAL or header.version is None:
+            return False
+        crypto = CryptoPair()
+        crypto.setup_initial(cid=header.destination_cid, is_client=False, version=header.version)
+        crypto.decrypt_packet(data[:header.packet_length], buf.tell(), 0)
+    except (ValueError, IndexError, KeyError):  # aioquic's CryptoError is a ValueError
+        return False
+    return True
+
+
+def stateless_close(version: int, client_dcid: bytes, client_scid: bytes, error_code: int,
+                    reason: str = "") -> Optional[bytes]:
+    """A server Initial packet with CONNECTION_CLOSE (transport `error_code`), built without any
+    connection: the Initial keys come from the client's Destination Connection ID. None when this
+    aioquic lacks the pieces (the client then times out instead of being told)."""
+    if CryptoPair is None or QuicPacketBuilder is None:  # pragma: no cover
+        return None
+    try:
+        crypto = CryptoPair()
+        crypto.setup_initial(cid=client_dcid, is_client=False, version=version)
+        builder = QuicPacketBuilder(host_cid=client_dcid, is_client=False, max_datagram_size=1200,
+                                    peer_cid=client_scid, version=version)
+        builder.start_packet(QuicPacketType.INITIAL, crypto)
+        raw = reason.encode("utf-8")[:64]
+        buf = builder.start_frame(TRANSPORT_CLOSE, capacity=1 + 3 * 8 + len(raw))
+        buf.push_uint_var(error_code)
+        buf.push_uint_var(PADDING_FRAME)
+        buf.push_uint_var(len(raw))
+        buf.push_bytes(raw)
+        datagrams, _ = builder.flush()
+    except Exception:
+        return None
+    return bytes(datagrams[0]) if datagrams else None
+
+
+def close_received(quic: QuicConnection) -> Optional[Tuple[int, str]]:
+    """(error code, reason) of a CONNECTION_CLOSE the peer sent, as soon as it is received, or None.
+
+    aioquic reports it as ConnectionTerminated only after the draining period (3 PTO: about 0.6 s
+    before any RTT sample), which is how long a refused client would otherwise wait."""
+    event = getattr(quic, "_close_event", None)
+    state = getattr(getattr(quic, "_state", None), "name", "")
+    if event is None or state not in ("DRAINING", "TERMINATED"):
+        return None
+    return int(event.error_code), str(event.reason_phrase)
+
+
+def _no_stream_window_growth(builder: Any, space: Any, stream: Any) -> None:
+    """Replaces aioquic's `_write_stream_limits`, which doubles a stream's receive window each time
+    half of it is used: a TSQ request fits the initial window, so the window never grows (and no
+    packet pays for looking at every stream)."""
+    return None
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What `bound_connection` could apply (False: this aioquic keeps its own default)."""
+
+    stream_windows: bool
+    streams: bool
+    ack_now: bool
+    connection_ids: bool
+
+
+def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bool = True) -> Bounds:
+    """Hold a server connection to TSQ's needs before it receives anything.
+
+    - receive windows stay at the configured `max_stream_data` (aioquic doubles them on use);
+    - at most `max_streams_bidi` client streams at a time and no unidirectional ones (aioquic: 128
+      of each, each with its own window: megabytes of out-of-order data a client may park);
+    - `ack_now`: an ack-eliciting packet is acknowledged in the next packet built (aioquic waits
+      1 ms, which on a server that answers at once is one ACK-only packet per exchange; the ACK
+      rides on the response instead);
+    - two connection IDs each way, not eight (`_cap_connection_ids`)."""
+    windows = callable(getattr(quic, "_write_stream_limits", None))
+    if windows:
+        quic._write_stream_limits = _no_stream_window_growth  # type: ignore[method-assign]
+    bidi: Any = getattr(quic, "_local_max_streams_bidi", None)
+    uni: Any = getattr(quic, "_local_max_streams_uni", None)
+    streams = all(hasattr(limit, "value") and hasattr(limit, "sent") for limit in (bidi, uni))
+    if streams:
+        bidi.value = bidi.sent = max_streams_bidi
+        uni.value = uni.sent = 0
+    ack = ack_now and isinstance(getattr(quic, "_ack_delay", None), float)
+    if ack:
+        quic._ack_delay = 0.0
+    _share_frame_handler_epochs(quic)
+    cids = _cap_connection_ids(quic, ACTIVE_CONNECTION_IDS)
+    return Bounds(windows, streams, ack, cids)
+
+
+ACTIVE_CONNECTION_IDS = 2   # RFC 9000's minimum: one in use, one spare for a path change
+
+
+def _cap_connection_ids(quic: QuicConnection, limit: int) -> bool:
+    """Two connection IDs each way instead of aioquic's eight: the peer is asked for no more
+    (active_connection_id_limit), and the server issues no more than it needs. Each one costs a
+    NEW_CONNECTION_ID frame (~28 B) in the handshake, an object and a table entry per connection;
+    a TSQ client changes path only when a NAT rebinds, which keeps the CID."""
+    replenish = getattr(quic, "_replenish_connection_ids", None)
+    if not (isinstance(getattr(quic, "_local_active_connection_id_limit", None), int)
+            and isinstance(getattr(quic, "_remote_active_connection_id_limit", None), int)
+            and callable(replenish)):
+        return False
+    quic._local_active_connection_id_limit = limit
+
+    def capped() -> None:
+        peer_limit = quic._remote_active_connection_id_limit
+        quic._remote_active_connection_id_limit = min(peer_limit, limit)
+        try:
+            replenish()
+        finally:
+            quic._remote_active_connection_id_limit = peer_limit
+
+    quic._replenish_connection_ids = capped  # type: ignore[method-assign]
+    return True
+
+
+_EPOCH_SETS: dict[frozenset[Any], frozenset[Any]] = {}
+
+
+def _share_frame_handler_epochs(quic: QuicConnection) -> bool:
+    """aioquic builds a fresh frozenset of epochs for each of its ~30 frame types per connection
+    (7 KB); they are equal across connections, so every connection can use the same ones."""
+    handlers = vars(quic).get("_QuicConnection__frame_handlers")
+    if not isinstance(handlers, dict):
+        return False
+    for frame_type, entry in handlers.items():
+        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], frozenset):
+            handlers[frame_type] = (entry[0], _EPOCH_SETS.setdefault(entry[1], entry[1]))
+    return True
+
+
+ONE_RTT_CRYPTO_SCRATCH = 512    # room for a NewSessionTicket (~200 B); the server writes nothing else
+
+
+class _HandshakeDone:
+    """Stands in for a server connection's TLS context once its handshake is complete. aioquic
+    keeps the whole context (key schedule, transcript hash, the handshake's extensions) for the
+    connection's life, and in that state answers any further handshake message with
+    unexpected_message (which closes the connection); this does the same and keeps only what
+    aioquic still reads afterwards."""
+
+    def __init__(self, done: Any) -> None:
+        self.state = done.state
+        self.alpn_negotiated = done.alpn_negotiated
+        self.early_data_accepted = done.early_data_accepted
+        self.session_resumed = done.session_resumed
+        self.client_random = done.client_random
+
+    def handle_message(self, input_data: bytes, output_buf: Any) -> None:
+        if input_data:
+            raise tls.AlertUnexpectedMessage("the handshake is complete")
+
+
+def trim_after_handshake(quic: QuicConnection) -> bool:
+    """Free what only the handshake needed, once it is complete: aioquic keeps three 16 KB scratch
+    buffers for outgoing TLS messages and the TLS context for the connection's whole life. The
+    Initial and Handshake buffers are never written again (their keys are gone or about to be), the
+    1-RTT one shrinks, and a server's context is replaced by `_HandshakeDone`."""
+    buffers = getattr(quic, "_crypto_buffers", None)
+    context = getattr(quic, "tls", None)
+    if (_Buffer is None or not isinstance(buffers, dict) or len(buffers) != 3
+            or not isinstance(context, tls.Context)):
+        return False
+    for epoch in list(buffers):
+        if epoch == tls.Epoch.ONE_RTT:
+            buffers[epoch] = _Buffer(capacity=ONE_RTT_CRYPTO_SCRATCH)
+        elif epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
+            buffers[epoch] = _Buffer(capacity=0)
+    if (not quic.configuration.is_client and context.state == tls.State.SERVER_POST_HANDSHAKE
+            and all(hasattr(context, name) for name in
+                    ("alpn_negotiated", "early_data_accepted", "session_resumed", "client_random"))):
+        quic.tls = _HandshakeDone(context)  # type: ignore[assignment]
+    return True
+
+
+_ATOMS = frozenset({int, float, str, bytes, bytearray, bool, type(None), frozenset, memoryview})
+_CONTAINERS = frozenset({list, tuple, set, collections.deque})
+_CLEARABLE: dict[type, bool] = {}
+
+
+def _clearable(kind: type) -> bool:
+    known = _CLEARABLE.get(kind)
+    if known is None:
+        known = _CLEARABLE[kind] = (kind.__module__.startswith("aioquic") and not issubclass(kind, enum.Enum)
+                                    and kind is not QuicConfiguration)
+    return known
+
+
+def release(quic: QuicConnection, keep: Tuple[Any, ...] = ()) -> None:
+    """Break the reference cycles inside a finished aioquic connection so it is freed at once.
+
+    aioquic's objects point back at their connection (frame-handler table, loss-recovery and TLS
+    callbacks, sent packets holding delivery handlers that hold their packet space), so without
+    this a closed connection waits for a full garbage collection. Every per-connection aioquic
+    object reachable from `quic` has its attributes dropped; shared ones (the configuration and
+    anything in `keep`, enum members) are not touched and not walked into. (Frozensets are not
+    walked: aioquic's hold epochs, and they are shared between connections.)"""
+    shared = {id(quic.configuration)} | {id(obj) for obj in keep}
+    seen: set[int] = set()
+    stack: List[Any] = [quic]
+    while stack:
+        obj = stack.pop()
+        kind = type(obj)
+        if kind in _ATOMS or id(obj) in seen or id(obj) in shared:
+            continue
+        seen.add(id(obj))
+        if kind is dict:
+            stack += obj.values()
+        elif kind in _CONTAINERS:
+            stack += obj
+        elif kind is types.MethodType:
+            stack.append(obj.__self__)
+        elif kind is functools.partial:
+            stack += [*obj.args, *obj.keywords.values()]
+        elif _clearable(kind):
+            attrs = getattr(obj, "__dict__", None)
+            if type(attrs) is dict:
+                stack += attrs.values()
+                attrs.clear()
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What this aioquic lets TSQ do; all True on a tested version."""
@@ -95,6 +349,9 @@ class Capabilities:
     packet_match: bool     # which datagram carried a message (the client's kernel T1)
     spki_pin: bool         # the peer certificate is readable (pins can be checked)
     datagram_params: bool  # the peer's max_datagram_frame_size is readable
+    stateless_close: bool  # refusals and bad tokens answered with CONNECTION_CLOSE at once
+    bounded_windows: bool  # stream windows fixed, few streams, ACK on the response
+    handshake_trim: bool   # the handshake's scratch buffers freed once it is complete
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -107,7 +364,10 @@ def capabilities() -> Capabilities:
     return Capabilities(
         aioquic=AIOQUIC_VERSION, version_tested=VERSION_TESTED, late_t3=crypto_ok, packet_match=crypto_ok,
         spki_pin=hasattr(tls.Context, "_peer_certificate") or _instance_has_peer_cert(),
-        datagram_params=hasattr(quic, "_remote_max_datagram_frame_size"))
+        datagram_params=hasattr(quic, "_remote_max_datagram_frame_size"),
+        stateless_close=stateless_close(1, bytes(8), bytes(8), 0x2) is not None,
+        bounded_windows=all(bound_connection(quic, max_streams_bidi=4).__dict__.values()),
+        handshake_trim=_Buffer is not None and hasattr(tls.Epoch, "ONE_RTT"))
 
 
 def _instance_has_peer_cert() -> bool:

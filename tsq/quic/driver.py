@@ -133,6 +133,11 @@ class QuicDriver:
         if self.closed:
             return None
         datagrams = self.quic.datagrams_to_send(now=self._loop.time())
+        if not marked and len(datagrams) > 1 and self.addr is not None:
+            # A burst with nothing to find in it (a handshake flight): one sendmmsg.
+            self.endpoint.send_many([payload for payload, _ in datagrams], self.addr)
+            self._arm_timer()
+            return None
         tag = self.stamper.hit_tag if marked else None
         result: Optional[Flushed] = None
         for index, (payload, addr) in enumerate(datagrams):

@@ -8,6 +8,12 @@ into the plaintext of the packet that carries it right before aioquic encrypts i
 (`tsq.quic.driver.PacketStamper`), plus the measured stamp-to-wire residual. Stream mode and
 datagram mode share one port. Any exception while handling a packet is counted and contained; it
 never stops the loop.
+
+On the open internet (docs/quic.md, "On the open internet"): every new client is validated with a Retry
+(tsq.quic.retry) before any connection state exists; an Initial that echoes a valid token and
+decrypts is admitted, or refused with CONNECTION_CLOSE (CONNECTION_REFUSED) at once when the
+connection or per-address limit is reached; limits count validated peers only. Connections are held
+to TSQ's needs (tsq.quic.compat.bound_connection) and freed the moment they end.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -22,15 +29,23 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
 from aioquic.quic import events
 from aioquic.quic.connection import NetworkAddress, QuicConnection
-from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+)
 
 from tsq import clock, wire
 from tsq.quic import compat
 from tsq.quic.driver import QuicDriver
+from tsq.quic.retry import TOKEN_LIFETIME_S, RetryTokens
 from tsq.quic.transport import Address, UdpEndpoint, open_udp_socket
 from tsq.quic.trust import server_configuration
+from tsq.session.framing import MAX_REQUEST_BYTES
 from tsq.session.server import (
     ERR_RATE_LIMITED,
+    QUIC_APP_REFUSED,
     Action,
     Answer,
     CloseConnection,
@@ -49,6 +64,22 @@ log = logging.getLogger("tsq.server")
 # RFC 9000 §14.1: Initial datagrams are at least 1200 bytes; §6.1: no Version Negotiation in
 # answer to a smaller datagram (it would be a reflection amplifier).
 _MIN_DATAGRAM_FOR_NEW = 1200
+
+# Sized for TSQ (docs/quic.md, "On the open internet": bounded memory). A request is at most
+# MAX_REQUEST_BYTES: one byte more of stream window lets the session see an oversized request and
+# refuse it once; a client that ignores flow control beyond that is closed by aioquic
+# (FLOW_CONTROL_ERROR).
+STREAM_WINDOW = MAX_REQUEST_BYTES + 1
+# Concurrent client streams. Exchanges are sequential, but a stream only finishes when the client's
+# ACK of its response arrives, and aioquic announces new stream credit in batches (when less than
+# half is left): with 4 a client could hit the limit when its ACKs lag, and a request held back
+# until MAX_STREAMS arrives leaves in a later flush without its kernel T1. 8 leaves ~3 spare.
+MAX_STREAMS = 8
+CONNECTION_WINDOW = MAX_STREAMS * STREAM_WINDOW
+# Clients poll at most every 2**maxpoll s (default maxpoll 6: 64 s); a connection survives two
+# polls in a row without a packet (one lost exchange and its retry) and is then forgotten. A
+# client polling less often re-handshakes per poll (docs/benchmarks.md: bytes per day).
+DEFAULT_IDLE_TIMEOUT_S = 150.0
 
 
 class ServedClock:
@@ -133,7 +164,10 @@ class ServerConfig:
     stats_interval_s: float = 0.0  # 0: no statistics lines
     log_addresses: bool = False
     reuse_port: bool = False
-    idle_timeout_s: float = 300.0
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    retry_secret: Optional[bytes] = None  # Retry-token HMAC key (None: random per process)
+    token_lifetime_s: float = TOKEN_LIFETIME_S
+    batch_io: bool = True                 # recvmmsg/sendmmsg where the platform has them
 
     def policy(self) -> ServerPolicy:
         return ServerPolicy(
@@ -151,6 +185,7 @@ class _Conn:
     source: str
     cids: Set[bytes] = field(default_factory=set)
     closed: bool = False
+    flushed: bool = False     # the last thing done for the packet being handled was a flush
 
 
 class TsqServer:
@@ -166,7 +201,9 @@ class TsqServer:
         self.quic_config = server_configuration(
             config.cert_pem, config.key_pem, datagrams=config.datagrams,
             legacy_alpn=config.legacy_alpn, idle_timeout=config.idle_timeout_s,
+            max_stream_data=STREAM_WINDOW, max_data=CONNECTION_WINDOW,
         )
+        self.tokens = RetryTokens(config.retry_secret, config.token_lifetime_s)
         self.stats = ServerStats()
         # By (signed, datagram): each path from stamp to wire has its own minimum; a stream answer
         # can leave faster than the datagram minimum, and T3 must never land after the departure.
@@ -175,6 +212,7 @@ class TsqServer:
         self._conns: Dict[bytes, _Conn] = {}
         self._per_source: Dict[str, int] = {}
         self._pending_tx: Dict[int, Tuple[_Conn, bytes, int, StampPath]] = {}
+        self._touched: Dict[int, _Conn] = {}
         self._endpoint: Optional[UdpEndpoint] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stats_task: Optional[asyncio.Task[None]] = None
@@ -190,6 +228,7 @@ class TsqServer:
         self._endpoint = UdpEndpoint(
             sock, self._on_datagram, kernel_stamps=self.config.kernel_stamps,
             on_tx_stamp=self._on_tx_stamp, on_error=self._on_socket_error,
+            batch=self.config.batch_io, on_batch_done=self._flush_touched,
         )
         self.address = sock.getsockname()
         if self.config.stats_interval_s > 0:
@@ -249,9 +288,37 @@ class TsqServer:
         assert self._endpoint is not None and self._loop is not None
         if rx_realtime is None:
             rx_realtime = clock.realtime_ns()  # user-space stamp: the straightforward approach
+        conn = self._conns.get(data[1:1 + self.quic_config.connection_id_length]) if data else None
+        if conn is None or data[0] & 0x80:  # long header (or unknown short-header CID): parse it
+            conn = self._route_long(data, addr)
+            if conn is None:
+                return
+        conn.addr = addr
+        conn.driver.addr = addr
+        conn.flushed = False
+        conn.quic.receive_datagram(data, addr, now=self._loop.time())
+        self._process_events(conn, self.served.from_realtime(rx_realtime))
+        if conn.closed or conn.flushed:  # an answer's flush took everything (its ACK included)
+            return
+        if self._endpoint.batching:
+            self._touched[id(conn)] = conn  # flushed once at the end of the receive batch
+        else:
+            conn.driver.flush()
+
+    def _flush_touched(self) -> None:
+        touched, self._touched = self._touched, {}
+        for conn in touched.values():
+            if not conn.closed:
+                conn.driver.flush()
+
+    def _route_long(self, data: bytes, addr: Address) -> Optional[_Conn]:
+        """The connection a long-header datagram belongs to; a new one only for a validated
+        Initial. Everything else creates no state (docs/quic.md, "On the open internet")."""
+        assert self._endpoint is not None
         header = compat.parse_header(data, self.quic_config.connection_id_length)
         if header is None:
-            return
+            self.stats.unvalidated_dropped += 1
+            return None
         versions = self.quic_config.supported_versions
         if (header.packet_type != QuicPacketType.VERSION_NEGOTIATION and header.version is not None
                 and header.version not in versions):
@@ -263,30 +330,60 @@ class TsqServer:
                     ),
                     addr,
                 )
-            return
+            return None
         conn = self._conns.get(header.destination_cid)
-        if conn is None:
-            if header.packet_type != QuicPacketType.INITIAL or len(data) < _MIN_DATAGRAM_FOR_NEW:
-                return
-            conn = self._new_connection(addr, header.destination_cid)
-            if conn is None:
-                return
-        conn.addr = addr
-        conn.driver.addr = addr
-        conn.quic.receive_datagram(data, addr, now=self._loop.time())
-        self._process_events(conn, self.served.from_realtime(rx_realtime))
-        if not conn.closed:
-            conn.driver.flush()
+        if conn is not None:
+            return conn
+        if header.packet_type != QuicPacketType.INITIAL or len(data) < _MIN_DATAGRAM_FOR_NEW:
+            self.stats.unvalidated_dropped += 1
+            return None
+        return self._admit(data, header.version or 1, header.destination_cid, header.source_cid,
+                           header.token, addr)
 
-    def _new_connection(self, addr: Address, original_cid: bytes) -> Optional[_Conn]:
-        assert self._endpoint is not None
+    def _admit(self, data: bytes, version: int, dcid: bytes, scid: bytes, token: bytes,
+               addr: Address) -> Optional[_Conn]:
+        """Retry, refuse or accept a client Initial for an unknown connection ID."""
+        assert self._endpoint is not None and self._loop is not None
+        now = self._loop.time()
+        if not token or not self.tokens.is_ours(token):
+            retry_scid = os.urandom(self.quic_config.connection_id_length)
+            self._endpoint.send(encode_quic_retry(
+                version=version, source_cid=retry_scid, destination_cid=scid, original_destination_cid=dcid,
+                retry_token=self.tokens.issue(addr, dcid, retry_scid, now)), addr)
+            self.stats.retries_sent += 1
+            return None
+        verdict = self.tokens.check(token, addr, dcid, now)
+        if not verdict.valid:
+            # RFC 9000 §8.1.3: a client that echoed a Retry token accepts no second Retry: tell it.
+            self.stats.tokens_invalid += 1
+            self._close_stateless(version, dcid, scid, QuicErrorCode.INVALID_TOKEN, addr)
+            return None
+        if not compat.initial_decrypts(data, self.quic_config.connection_id_length):
+            self.stats.unvalidated_dropped += 1
+            return None
+        self.stats.validated += 1
         source = str(addr[0])
         if (self.connection_count >= self.config.max_connections
                 or self._per_source.get(source, 0) >= self.config.max_connections_per_source):
             self.stats.connections_refused += 1
+            self._close_stateless(version, dcid, scid, QuicErrorCode.CONNECTION_REFUSED, addr, "server busy")
             return None
-        quic = QuicConnection(configuration=self.quic_config,
-                              original_destination_connection_id=original_cid)
+        assert verdict.odcid is not None
+        return self._new_connection(addr, verdict.odcid, dcid)
+
+    def _close_stateless(self, version: int, dcid: bytes, scid: bytes, code: int, addr: Address,
+                         reason: str = "") -> None:
+        assert self._endpoint is not None
+        packet = compat.stateless_close(version, dcid, scid, code, reason)
+        if packet is not None:
+            self._endpoint.send(packet, addr)
+
+    def _new_connection(self, addr: Address, original_cid: bytes, retry_cid: bytes) -> _Conn:
+        assert self._endpoint is not None
+        source = str(addr[0])
+        quic = QuicConnection(configuration=self.quic_config, original_destination_connection_id=original_cid,
+                              retry_source_connection_id=retry_cid)
+        compat.bound_connection(quic, max_streams_bidi=MAX_STREAMS)
         session = self.session_class(self.policy, self.stats, self.residual, source, self.limiter)
         holder: List[_Conn] = []
 
@@ -297,10 +394,9 @@ class TsqServer:
         driver = QuicDriver(quic, self._endpoint, on_timer, addr)
         conn = _Conn(quic=quic, driver=driver, session=session, addr=addr, source=source)
         holder.append(conn)
-        conn.cids.add(quic.host_cid)
-        conn.cids.add(original_cid)
+        conn.cids.update((quic.host_cid, retry_cid))
         self._conns[quic.host_cid] = conn
-        self._conns[original_cid] = conn
+        self._conns[retry_cid] = conn
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self.stats.connections_opened += 1
         return conn
@@ -312,12 +408,16 @@ class TsqServer:
         for cid in conn.cids:
             if self._conns.get(cid) is conn:
                 del self._conns[cid]
+        conn.cids.clear()
         self._per_source[conn.source] = self._per_source.get(conn.source, 1) - 1
         if self._per_source[conn.source] <= 0:
             self._per_source.pop(conn.source, None)
         conn.driver.close()
         for key in [k for k, v in self._pending_tx.items() if v[0] is conn]:
             del self._pending_tx[key]
+        # aioquic's objects point at each other and at the connection: without this a finished
+        # connection waits for a full garbage collection (tests/quic/test_open_internet.py).
+        compat.release(conn.quic)
 
     def _process_events(self, conn: _Conn, t2_unix: int) -> None:
         """Feed the connection's events to its session; act on what the session asks for."""
@@ -333,6 +433,7 @@ class TsqServer:
             elif isinstance(event, events.StreamDataReceived):
                 actions = session.stream_data(event.stream_id, event.data, event.end_stream, t2_unix)
             elif isinstance(event, events.HandshakeCompleted):
+                compat.trim_after_handshake(conn.quic)
                 actions = session.handshake_completed(event.alpn_protocol)
             elif isinstance(event, events.ConnectionIdIssued):
                 conn.cids.add(event.connection_id)
@@ -344,6 +445,9 @@ class TsqServer:
             elif isinstance(event, events.StreamReset):
                 session.stream_reset(event.stream_id)
             elif isinstance(event, events.ConnectionTerminated):
+                if event.error_code not in (QuicErrorCode.NO_ERROR, QuicErrorCode.INTERNAL_ERROR,
+                                            QUIC_APP_REFUSED):  # INTERNAL_ERROR: aioquic's idle timeout
+                    self.stats.closed_by_error += 1
                 self._forget(conn)
             self._act(conn, actions)
         if not conn.closed:
@@ -352,6 +456,7 @@ class TsqServer:
     # ---------------------------------------------------------------------------- actions out
     def _act(self, conn: _Conn, actions: List[Action]) -> None:
         for action in actions:
+            conn.flushed = False
             try:
                 if isinstance(action, Answer):
                     self._answer(conn, action)
@@ -384,6 +489,7 @@ class TsqServer:
         else:
             conn.quic.send_stream_data(plan.stream_id, payload, end_stream=True)
         flushed = conn.driver.flush(marked=True)
+        conn.flushed = True
         stamped = stamper.stamped_realtime_ns
         stamper.disarm()
         if flushed is not None and flushed.found and flushed.tx_key is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import multiprocessing
 import os
@@ -16,7 +17,7 @@ from tsq import wire
 from tsq.auth import KeyFileError, load_signer
 from tsq.quic.client import parse_server
 from tsq.quic.identity import default_state_dir, load_or_create
-from tsq.quic.server import ServedClock, ServerConfig, TsqServer, load_pem_pair
+from tsq.quic.server import DEFAULT_IDLE_TIMEOUT_S, ServedClock, ServerConfig, TsqServer, load_pem_pair
 from tsq.quic.trust import generate_self_signed, spki_pin_pem
 
 SOURCE_TYPES = {"gps": 1, "ptp": 2, "ntp": 3, "manual": 4, "unknown": 5}
@@ -70,6 +71,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--no-compensate", action="store_true",
                    help="do not add the measured stamp-to-wire delay to T3")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S, metavar="SECONDS",
+                   help="forget a connection silent this long (default %(default)g: two polls at "
+                        "maxpoll 6)")
+    p.add_argument("--uvloop", action="store_true",
+                   help="run on uvloop where installed; needs --user-stamps (uvloop stops watching a "
+                        "socket once its error queue signals, which every kernel TX stamp does)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run)
 
@@ -121,7 +128,9 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         max_connections_per_source=args.max_connections_per_source,
         rate_per_source=args.rate_per_source, rate_burst=max(1.0, 2 * args.rate_per_source),
         stats_interval_s=args.stats_interval, log_addresses=args.log_addresses,
-        reuse_port=args.workers > 1,
+        reuse_port=args.workers > 1, idle_timeout_s=args.idle_timeout,
+        # One secret for all workers: a Retry from one is accepted by every other.
+        retry_secret=os.urandom(32),
     )
     try:
         config.policy().check()   # an option no response can carry is the operator's error, now
@@ -144,32 +153,55 @@ async def serve(config: ServerConfig, ready: Optional[str] = None) -> None:
         asyncio.get_running_loop().add_signal_handler(sig, on_signal)
     host, port = server.address[0], server.address[1]
     modes = "datagram+stream" if config.datagrams else "stream"
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     print(f"{ready or 'tsq server'} listening on {host}:{port} ({modes}, clock {config.clock}, "
-          f"{'kernel' if config.kernel_stamps else 'user-space'} stamps)", flush=True)
+          f"{'kernel' if config.kernel_stamps else 'user-space'} stamps, {loop} loop)", flush=True)
     try:
         await stop
     finally:
         server.close()
 
 
-def _worker(config: ServerConfig, index: int) -> None:
+def use_uvloop(wanted: bool = True) -> str:
+    """Install uvloop's event loop policy when wanted and installed; the loop's name. (Only with
+    user-space stamps: libuv stops polling a descriptor after EPOLLERR, which the error queue of a
+    TX-timestamping socket raises on every send.)"""
+    if wanted:
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            return "asyncio"
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    return "asyncio"
+
+
+def _worker(config: ServerConfig, index: int, uvloop: bool) -> None:
+    use_uvloop(uvloop)
     asyncio.run(serve(config, ready=f"tsq server worker {index}"))
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("quic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # aioquic warns once per connection it closes for a protocol error: a client can open those as
+    # fast as it can handshake, so they are counted (`closed_by_error` in the stats line) instead.
+    logging.getLogger("quic").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
+        if args.uvloop and not args.user_stamps:
+            raise ValueError("--uvloop needs --user-stamps: uvloop stops reading a socket whose error "
+                             "queue signals, and kernel TX stamps arrive there")
         config = build_config(args)
     except (ValueError, OSError, KeyFileError) as exc:
         print(f"tsq server: {exc}", file=sys.stderr)
         return 2
     try:
         if args.workers <= 1:
+            use_uvloop(args.uvloop)
             asyncio.run(serve(config))
             return 0
-        procs = [multiprocessing.get_context("fork").Process(target=_worker, args=(config, i))
+        fork = multiprocessing.get_context("fork")
+        procs = [fork.Process(target=_worker, args=(config, i, args.uvloop))
                  for i in range(args.workers)]
         for proc in procs:
             proc.start()

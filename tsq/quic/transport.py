@@ -4,6 +4,11 @@ aioquic's own asyncio transport reads with `recvfrom` and loses the kernel times
 the socket: every datagram is read with `recvmsg` and handed on with its kernel RX time converted to
 raw ns (T2 on the server, T4 on the client); every datagram sent gets an `SO_TIMESTAMPING` TX key so
 its kernel TX time can be matched later (T1 on the client, the server's stamp-to-wire residual).
+
+With `batch=True` (the server) reads take up to `BATCH` datagrams per recvmmsg, each with its own
+kernel RX stamp, and `send_many` hands a connection's burst (a handshake flight) to one sendmmsg;
+`on_batch_done` runs after each batch so the owner can flush each connection it touched once.
+Where the Cython backend is not built the same calls loop over recvmsg/sendto.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from tsq import clock
 
@@ -20,6 +25,8 @@ Address = Tuple[Any, ...]
 DatagramHandler = Callable[[bytes, Address, int, Optional[int]], None]
 TxHandler = Callable[[int, int], None]  # (OPT_ID key, kernel TX realtime ns)
 ErrorHandler = Callable[[OSError], None]
+BATCH = 32            # datagrams per recvmmsg
+READ_LIMIT = 256      # datagrams per readable event, so one busy socket cannot starve the loop
 
 
 class UdpEndpoint:
@@ -37,9 +44,15 @@ class UdpEndpoint:
         kernel_stamps: bool = True,
         on_tx_stamp: Optional[TxHandler] = None,
         on_error: Optional[ErrorHandler] = None,
+        batch: bool = False,
+        on_batch_done: Optional[Callable[[], None]] = None,
     ) -> None:
         self.sock = sock
         sock.setblocking(False)
+        self.batch = batch
+        self._fd = sock.fileno()
+        self._family = int(sock.family)
+        self._on_batch_done = on_batch_done
         self.kernel_stamps = kernel_stamps
         self.rx_kernel = False
         self.tx_kernel = False
@@ -47,6 +60,7 @@ class UdpEndpoint:
             granted = clock.enable_timestamps(sock, tx=True)
             self.rx_kernel = granted.rx_software
             self.tx_kernel = granted.tx_software
+        self.batching = batch and self.rx_kernel   # reads in batches, `on_batch_done` after each
         self._on_datagram = on_datagram
         self._on_tx_stamp = on_tx_stamp
         self._on_error = on_error
@@ -77,18 +91,39 @@ class UdpEndpoint:
         self._sent += 1
         return key if self.tx_kernel else None
 
+    def send_many(self, datagrams: List[bytes], addr: Optional[Address]) -> None:
+        """Send several datagrams to one address (one sendmmsg when batching); no TX keys wanted."""
+        if not self.batching or addr is None or len(datagrams) < 2:
+            for data in datagrams:
+                self.send(data, addr)
+            return
+        try:
+            sent = clock.send_batch(self._fd, self._family, datagrams, addr)
+        except OSError as exc:
+            if self._on_error is not None:
+                self._on_error(exc)
+            return
+        if sent < 0:  # not a numeric address of this socket's family: let Python resolve it
+            for data in datagrams:
+                self.send(data, addr)
+            return
+        self._sent += sent
+
     def drain_tx_stamps(self) -> None:
         """Read the error queue and report each TX stamp (cheap when empty)."""
         if not self.tx_kernel or self._closed:
             return
-        for stamp in clock.read_tx_timestamps(self.sock):
+        for key, realtime_ns in clock.drain_tx_stamps(self._fd):
             if self._on_tx_stamp is not None:
-                self._on_tx_stamp(stamp.key, stamp.realtime_ns)
+                self._on_tx_stamp(key, realtime_ns)
 
     def _readable(self) -> None:
         # The error queue makes the fd readable too (EPOLLERR): drain it every time or we spin.
         self.drain_tx_stamps()
-        for _ in range(256):  # bounded so one busy socket cannot starve the loop
+        if self.batching:
+            self._read_batches()
+            return
+        for _ in range(READ_LIMIT):
             if self._closed:
                 return
             try:
@@ -108,6 +143,28 @@ class UdpEndpoint:
                     self._on_error(exc)
                 return
             self._on_datagram(data, tuple(addr) if addr else (), rx_raw, rx_realtime)
+
+    def _read_batches(self) -> None:
+        done = 0
+        while done < READ_LIMIT and not self._closed:
+            try:
+                batch = clock.recv_batch(self._fd, BATCH)
+            except OSError as exc:
+                if self._on_error is not None:
+                    self._on_error(exc)
+                return
+            if not batch:
+                return
+            for data, addr, rx_realtime in batch:
+                if self._closed:
+                    return
+                rx_raw = self._to_raw.convert(rx_realtime) if rx_realtime is not None else clock.raw_ns()
+                self._on_datagram(data, addr, rx_raw, rx_realtime)
+            done += len(batch)
+            if self._on_batch_done is not None:
+                self._on_batch_done()
+            if len(batch) < BATCH:
+                return
 
     def close(self) -> None:
         if self._closed:

@@ -104,16 +104,20 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def server_configuration(
     cert_pem: bytes, key_pem: bytes, *, datagrams: bool = True, legacy_alpn: bool = False,
-    idle_timeout: float = 300.0,
+    idle_timeout: float = 300.0, max_stream_data: Optional[int] = None, max_data: Optional[int] = None,
 ) -> QuicConfiguration:
     """QUIC server configuration: ALPN `tsq` (and `tsq/1` when asked), RFC 9221 datagrams unless
-    disabled."""
+    disabled; receive windows (per stream, per connection) when given, else aioquic's 1 MB."""
     config = QuicConfiguration(
         is_client=False,
         alpn_protocols=offered(legacy_alpn),
         max_datagram_frame_size=DATAGRAM_FRAME_SIZE if datagrams else None,
         idle_timeout=idle_timeout,
     )
+    if max_stream_data is not None:
+        config.max_stream_data = max_stream_data
+    if max_data is not None:
+        config.max_data = max_data
     certs = x509.load_pem_x509_certificates(cert_pem)
     config.certificate = certs[0]
     config.certificate_chain = certs[1:]

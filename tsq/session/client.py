@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, Generator, List, Optional, Tuple, Union
@@ -41,7 +42,13 @@ from tsq.session.errors import (
     TsqUnreachable,
 )
 from tsq.session.framing import MAX_RESPONSE_BYTES, Expectation, response_complete
-from tsq.session.xleave import XLEAVE_REQUEST_KEY, find_xleave, parse_xleave
+from tsq.session.xleave import (
+    XLEAVE_REQUEST_KEY,
+    XLEAVE_RESPONSE_KEY,
+    find_xleave,
+    format_xleave,
+    parse_xleave,
+)
 from tsq.sync.exchange import Exchange, SampleRejected, check
 
 NS_PER_S = 1_000_000_000
@@ -82,6 +89,7 @@ class ClientOptions:
     metadata_query: bool = True
     allow_legacy: bool = False          # accept ALPN `tsq/1` (draft §7 wants exactly `tsq`)
     timeout_ns: int = NS_PER_S          # the longest wait for one answer
+    precision_size: Optional[int] = None   # pad Precision requests to this size (None: learn it)
     max_offset_ns: int = 86_400 * NS_PER_S
 
     def alpns(self) -> List[str]:
@@ -390,7 +398,25 @@ class ClientSession:
         req = wire.Request(nonce=nonce, precision=opts.precision, signature_request=opts.require_signature,
                            metadata_query=opts.metadata_query, metadata=meta)
         if opts.precision:
-            req = wire.pad_request(req)
+            # Pad to the length the response will have, not to a fixed 256 B (the server can pad
+            # its response up to the request's length, never down): what the last response on this
+            # connection was without its padding, plus the interleaved report when that one had
+            # none (the first answer after a handshake never has one)... Before any response: the
+            # smallest response that can acknowledge Precision Mode, plus that report. A guess
+            # that is short costs one unacknowledged exchange (the warm-up), then it is exact.
+            last = self.last_response or wire.Response(
+                nonce=bytes(wire.NONCE_SIZE), receive_ts=0, send_ts=0, precision=True)
+            metadata = last.metadata
+            # ... unless a second answer came without one: then this server does not report.
+            if opts.interleaved and find_xleave(metadata) is None and len(self.round_trips) < 2:
+                metadata = (*metadata, (XLEAVE_RESPONSE_KEY, format_xleave(bytes(wire.NONCE_SIZE), 0)))
+            expected = wire.encode_response(dataclasses.replace(last, precision=True, metadata=metadata,
+                                                                padding=0))
+            unpadded = len(wire.encode_request(req))
+            target = max(unpadded, opts.precision_size or len(expected))
+            if target - unpadded == 1:  # no 1-byte Padding TLV: two bytes more on both sides
+                target += 2
+            req = wire.pad_request(req, target)
         data = wire.encode_request(req)
         return data, Expectation(len(data), opts.precision, opts.require_signature)
 

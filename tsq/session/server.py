@@ -67,8 +67,20 @@ class ServerPolicy:
 
 @dataclass
 class ServerStats:
+    """Counters since start. Peers: `retries_sent` Initials answered with a Retry (address not yet
+    validated), `validated` Initials with a valid token that decrypted, `tokens_invalid` Initials
+    whose token was bad, expired or for another address, `unvalidated_dropped` datagrams that
+    created nothing (too small for an Initial, undecryptable, for no known connection),
+    `connections_refused` validated peers over a limit (told CONNECTION_REFUSED at once),
+    `closed_by_error` connections aioquic closed for a protocol error (flow control, stream limit)."""
+
     connections_opened: int = 0
     connections_refused: int = 0
+    retries_sent: int = 0
+    validated: int = 0
+    tokens_invalid: int = 0
+    unvalidated_dropped: int = 0
+    closed_by_error: int = 0
     requests_datagram: int = 0
     requests_stream: int = 0
     errors_sent: int = 0
@@ -123,16 +135,24 @@ class StampResidual:
         self._warm = warm
         self.margin_ns = 2_000  # the minimum of 63 is not the minimum of the next one
         self.estimate_ns = 0
+        self._min = 0
 
     def add(self, residual_ns: int) -> None:
         if not 0 <= residual_ns < 10_000_000:  # a descheduled sender is not the stamp-to-wire path
             return
-        self._values.append(residual_ns)
+        values = self._values
+        evicted = values[0] if len(values) == values.maxlen else None
+        values.append(residual_ns)
         # The minimum, not the median: T3 must not land after the real departure, or short
         # loopback round trips come out negative (draft §6.6 rejects those). What is left is
         # one-sided (T3 early by residual - minimum); the interleaved report removes it.
-        if len(self._values) >= self._warm:  # early samples are slow (cold code): wait
-            self.estimate_ns = max(0, min(self._values) - self.margin_ns)
+        # A full rescan only when the minimum itself left the window; otherwise one comparison.
+        if evicted is None or evicted <= self._min:
+            self._min = min(values)
+        else:
+            self._min = min(self._min, residual_ns)
+        if len(values) >= self._warm:  # early samples are slow (cold code): wait
+            self.estimate_ns = max(0, self._min - self.margin_ns)
 
 
 def stamp_paths() -> Dict[StampPath, StampResidual]:
@@ -202,6 +222,7 @@ class ServerSession:
         self.alpn: Optional[str] = None
         self._streams: Dict[int, _StreamIn] = {}
         self._done: set[int] = set()          # streams answered or refused: further bytes ignored
+        self._done_below = -1                 # ... and every stream up to here not in _streams
         self.last_tx: Optional[Tuple[bytes, int]] = None   # (nonce, served ns of kernel TX) of last answer
 
     # ------------------------------------------------------------------------------ connection
@@ -228,6 +249,8 @@ class ServerSession:
     def stream_data(self, stream_id: int, data: bytes, end_stream: bool, t2_unix: int) -> List[Action]:
         """Bytes of one STREAM frame; requests are completed in `packet_done()`."""
         if stream_id % 4 != 0 or stream_id in self._done:  # only client-initiated bidirectional
+            return []
+        if stream_id <= self._done_below and stream_id not in self._streams:
             return []
         st = self._streams.setdefault(stream_id, _StreamIn())
         if data:
@@ -267,9 +290,9 @@ class ServerSession:
     def _finish(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
         self._done.add(stream_id)
-        if len(self._done) > 1024:  # stream ids only grow: forget the oldest
-            floor = max(self._done) - 4096
-            self._done = {s for s in self._done if s > floor}
+        if len(self._done) > 1024:  # stream ids only grow: forget the oldest, remember a floor
+            self._done_below = max(self._done) - 4 * 512
+            self._done = {s for s in self._done if s > self._done_below}
 
     # ------------------------------------------------------------------------------ answering
     def _request(self, data: bytes, t2_unix: int, now_s: float, stream_id: Optional[int]) -> List[Action]:
