@@ -661,19 +661,24 @@ def wait_readable_stamped(int fd, int wake_fd, int timeout_ms):
     return fds[0].revents, fds[1].revents, t
 
 
-def write_stamped(int fd, const unsigned char[::1] data):
+def write_stamped(int fd, object data):
     """write(fd, data) once; (bytes written, raw ns just before the syscall). OSError on failure
     (BlockingIOError when a non-blocking fd is full)."""
+    # The buffer protocol, not a typed memoryview: the memoryview support code doubled the generated
+    # C, and so the build time (minutes on an emulated or a small ARM board).
+    cdef Py_buffer view
     cdef ssize_t n
     cdef int err = 0
     cdef int64_t t = 0
-    cdef size_t size = data.shape[0]
-    cdef const unsigned char* p = &data[0] if size > 0 else NULL
-    with nogil:
-        _gettime(c_CLOCK_MONOTONIC_RAW, &t)
-        n = c_write(fd, p, size)
-        if n < 0:
-            err = errno
+    _get_buffer(data, &view, PyBUF_SIMPLE)
+    try:
+        with nogil:
+            _gettime(c_CLOCK_MONOTONIC_RAW, &t)
+            n = c_write(fd, view.buf, <size_t>view.len)
+            if n < 0:
+                err = errno
+    finally:
+        PyBuffer_Release(&view)
     if n < 0:
         raise OSError(err, _os.strerror(err))
     return n, t
