@@ -57,7 +57,9 @@ def main(argv: List[str]) -> int:
         return 2
     tree, busybox, init, out = Path(argv[1]), Path(argv[2]), Path(argv[3]), Path(argv[4])
     wanted = argv[5:]
-    (moddir,) = (tree / "lib" / "modules").iterdir()
+    # lib/modules (Debian 12) or usr/lib/modules (Debian 13: merged /usr)
+    (moddir,) = [d for base in ("lib", "usr/lib") if (tree / base / "modules").is_dir()
+                 for d in (tree / base / "modules").iterdir()]
     builtin = {
         _modname(Path(line.strip())) for line in (moddir / "modules.builtin").read_text().splitlines() if line
     }
