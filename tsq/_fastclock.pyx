@@ -260,7 +260,10 @@ def ntp64_to_unix_ns(ntp64, pivot_unix_ns):
     return _unix_from_ntp(x, p)
 
 
-cdef inline int _span_error(Py_ssize_t offset, Py_ssize_t size) except -1:
+# Offsets are int64_t, not Py_ssize_t: on 32-bit ARM Py_ssize_t is 32 bits, so an offset like 2**40
+# would raise OverflowError there but IndexError on 64-bit. As int64_t every platform does the same:
+# IndexError for any offset outside the buffer, OverflowError only beyond a signed 64-bit integer.
+cdef inline int _span_error(int64_t offset, Py_ssize_t size) except -1:
     raise IndexError(f"offset {offset} out of range for an 8-byte timestamp in a {size}-byte buffer")
 
 
@@ -273,7 +276,7 @@ cdef int _get_buffer(object buf, Py_buffer* view, int flags) except -1:
     return 0
 
 
-def stamp_ntp64(object buf, Py_ssize_t offset, int clock_id=c_CLOCK_REALTIME, int64_t add_ns=0):
+def stamp_ntp64(object buf, int64_t offset, int clock_id=c_CLOCK_REALTIME, int64_t add_ns=0):
     """Read the clock, write ntp64(now + add_ns) at buf[offset:offset+8]; return the unix ns written."""
     cdef timespec ts
     cdef Py_buffer view
@@ -312,7 +315,7 @@ def stamp_ntp64(object buf, Py_ssize_t offset, int clock_id=c_CLOCK_REALTIME, in
     return sec * NS + nsec
 
 
-def write_ntp64(object buf, Py_ssize_t offset, unix_ns):
+def write_ntp64(object buf, int64_t offset, unix_ns):
     """Write ntp64(unix_ns) big-endian at buf[offset:offset+8]; other bytes untouched."""
     cdef uint64_t value = unix_ns_to_ntp64(unix_ns)
     cdef Py_buffer view
@@ -325,7 +328,7 @@ def write_ntp64(object buf, Py_ssize_t offset, unix_ns):
         PyBuffer_Release(&view)
 
 
-def read_ntp64(object buf, Py_ssize_t offset, pivot_unix_ns):
+def read_ntp64(object buf, int64_t offset, pivot_unix_ns):
     """Read the big-endian ntp64 at buf[offset:offset+8] and return it as unix ns (era from pivot)."""
     cdef Py_buffer view
     cdef uint64_t value
@@ -658,19 +661,24 @@ def wait_readable_stamped(int fd, int wake_fd, int timeout_ms):
     return fds[0].revents, fds[1].revents, t
 
 
-def write_stamped(int fd, const unsigned char[::1] data):
+def write_stamped(int fd, object data):
     """write(fd, data) once; (bytes written, raw ns just before the syscall). OSError on failure
     (BlockingIOError when a non-blocking fd is full)."""
+    # The buffer protocol, not a typed memoryview: the memoryview support code doubled the generated
+    # C, and so the build time (minutes on an emulated or a small ARM board).
+    cdef Py_buffer view
     cdef ssize_t n
     cdef int err = 0
     cdef int64_t t = 0
-    cdef size_t size = data.shape[0]
-    cdef const unsigned char* p = &data[0] if size > 0 else NULL
-    with nogil:
-        _gettime(c_CLOCK_MONOTONIC_RAW, &t)
-        n = c_write(fd, p, size)
-        if n < 0:
-            err = errno
+    _get_buffer(data, &view, PyBUF_SIMPLE)
+    try:
+        with nogil:
+            _gettime(c_CLOCK_MONOTONIC_RAW, &t)
+            n = c_write(fd, view.buf, <size_t>view.len)
+            if n < 0:
+                err = errno
+    finally:
+        PyBuffer_Release(&view)
     if n < 0:
         raise OSError(err, _os.strerror(err))
     return n, t

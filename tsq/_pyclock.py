@@ -95,10 +95,11 @@ def tai_ns() -> int:
 
 
 def _offset(offset: Any) -> int:
-    """An index as int; OverflowError beyond a C ssize_t, as the Cython backend raises."""
+    """An index as int; OverflowError beyond a signed 64-bit integer, as the Cython backend raises
+    (on every platform: its offsets are int64_t, not the 32-bit ssize_t of armhf)."""
     value = operator.index(offset)
     if not -_TWO63 <= value < _TWO63:
-        raise OverflowError(f"offset {value} does not fit a C ssize_t")
+        raise OverflowError(f"offset {value} does not fit a signed 64-bit integer")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import os
 import pty
 import threading
@@ -86,3 +87,18 @@ def test_wait_readable_reports_a_hang_up(backend: ModuleType) -> None:
         assert port_ev                                # POLLHUP: the caller's read then fails
     finally:
         os.close(master)
+
+
+def test_write_stamped_takes_any_contiguous_buffer(backend: ModuleType) -> None:
+    r, w = os.pipe()
+    try:
+        n, _ = backend.write_stamped(w, array.array("H", [1, 2]))  # bytes, whatever the item format
+        assert n == 4 and len(os.read(r, 16)) == 4
+        n, _ = backend.write_stamped(w, bytearray(b"ab"))
+        assert n == 2 and os.read(r, 16) == b"ab"
+        for bad in ("text", 5, None):
+            with pytest.raises(TypeError):
+                backend.write_stamped(w, bad)
+    finally:
+        os.close(r)
+        os.close(w)

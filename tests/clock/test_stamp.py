@@ -72,7 +72,15 @@ def test_multibyte_format_buffer_is_addressed_in_bytes(backend: ModuleType) -> N
         backend.write_ntp64(buf, 9, 5)
 
 
-@pytest.mark.parametrize("size,offset", [(8, 1), (8, -1), (7, 0), (0, 0), (16, 9), (16, -8), (16, 2**40)])
+# Beyond 32 bits too: on armhf ssize_t is 32-bit, and those offsets must still be IndexError there
+# (the emulated armhf lane found OverflowError), so every platform gives the same error.
+BEYOND_32_BITS = [2**31, 2**32 + 8, 2**40, 2**63 - 1, -(2**31) - 1, -(2**63)]
+
+
+@pytest.mark.parametrize(
+    "size,offset",
+    [(8, 1), (8, -1), (7, 0), (0, 0), (16, 9), (16, -8)] + [(16, o) for o in BEYOND_32_BITS],
+)
 def test_out_of_range_offsets_rejected_cleanly(backend: ModuleType, size: int, offset: int) -> None:
     canary = bytearray(b"\x55" * (size + 16))
     buf = memoryview(canary)[8 : 8 + size]
@@ -90,9 +98,17 @@ def test_out_of_range_offsets_rejected_cleanly(backend: ModuleType, size: int, o
     assert len(plain) == size and bytes(canary) == original
 
 
-def test_huge_offset_overflows(backend: ModuleType) -> None:
-    with pytest.raises(OverflowError):
-        backend.stamp_ntp64(bytearray(8), 2**64)
+@pytest.mark.parametrize("offset", [2**63, 2**64, -(2**63) - 1])
+def test_offset_beyond_64_bits_overflows(backend: ModuleType, offset: int) -> None:
+    buf = bytearray(16)
+    for call in (
+        lambda: backend.stamp_ntp64(buf, offset),
+        lambda: backend.write_ntp64(buf, offset, 0),
+        lambda: backend.read_ntp64(buf, offset, 0),
+    ):
+        with pytest.raises(OverflowError):
+            call()
+    assert buf == bytearray(16)
 
 
 @pytest.mark.parametrize("buf", [b"\x00" * 8, memoryview(b"\x00" * 8), "12345678", 12345678])
