@@ -585,6 +585,8 @@ cdef class PpsDevice:
         """Wait up to timeout_s for the next edge; PpsTimeout (a ClockError) if none comes."""
         cdef pps_fdata data
         cdef int rc, err = 0, fd = self._fd
+        if not (0.0 <= timeout_s <= 1e9):   # also NaN: casting it to an integer is undefined
+            raise ValueError(f"timeout_s must be in [0, 1e9] seconds, got {timeout_s!r}")
         memset(&data, 0, sizeof(data))
         data.timeout.sec = <int64_t>timeout_s
         data.timeout.nsec = <int32_t>((timeout_s - <double>data.timeout.sec) * NS + 0.5)

@@ -461,6 +461,8 @@ class PpsDevice:
 
     def fetch(self, timeout_s: float) -> PpsEvent:
         """Wait up to timeout_s for the next edge; PpsTimeout (a ClockError) if none comes."""
+        if not 0.0 <= timeout_s <= 1e9:   # also NaN
+            raise ValueError(f"timeout_s must be in [0, 1e9] seconds, got {timeout_s!r}")
         data = PpsFdata()
         whole = int(timeout_s)
         data.timeout.sec = whole
