@@ -1,5 +1,6 @@
-"""The other hand-built C layouts of tsq, checked against C compiled here: struct timex (adjtimex in
-tsq.outputs.sysclock and tsq.sync.systemmodel) and chrony's struct sock_sample (tsq.outputs.refclock).
+"""The other hand-built C layouts of tsq, checked against C compiled here: struct timex (tsq.clock;
+read by tsq.gateway.systemmodel, written by tsq.outputs.sysclock) and chrony's struct sock_sample
+(tsq.outputs.refclock).
 They matter on 32-bit ARM, where `long` is 32-bit and time_t is 32-bit (Debian 12, Raspberry Pi OS
 bookworm) or 64-bit (Debian 13's t64): the emulated armhf lanes of .ci/arm-lanes run these."""
 
@@ -13,10 +14,10 @@ from typing import Dict, List
 
 import pytest
 
-from tsq.outputs import refclock, sysclock
-from tsq.sync import systemmodel
+from tsq import clock
+from tsq.outputs import refclock
 
-TIMEX_FIELDS = [name for name, _type in sysclock.Timex._fields_ if not name.startswith("_")]
+TIMEX_FIELDS = [name for name, _type in clock.Timex._fields_ if not name.startswith("_")]
 
 C_TIMEX = r"""
 #include <stddef.h>
@@ -78,7 +79,7 @@ def _ctypes_layout(cls: type, names: List[str]) -> Dict[str, int]:
 
 def test_timex_layout_matches_the_symbol_it_is_passed_to(tmp_path: Path) -> None:
     truth = _run_c(tmp_path, C_TIMEX, LEGACY_TIME)
-    assert _ctypes_layout(sysclock.Timex, TIMEX_FIELDS) == truth
+    assert _ctypes_layout(clock.Timex, TIMEX_FIELDS) == truth
 
 
 def test_adjtimex_read_agrees_with_c(tmp_path: Path) -> None:
@@ -86,9 +87,9 @@ def test_adjtimex_read_agrees_with_c(tmp_path: Path) -> None:
     sees them: a shifted field would read another field or padding. Only fields that no running
     daemon changes between the two reads are compared."""
     truth = _run_c(tmp_path, C_TIMEX, [], "read")
-    fn = systemmodel._adjtimex()
+    fn = clock.adjtimex_function()
     assert fn is not None, "libc adjtimex not found through ctypes"
-    tx = sysclock.Timex()
+    tx = clock.Timex()
     tx.modes = 0
     assert fn(ctypes.byref(tx)) == truth["ret"]
     mine = {k: int(getattr(tx, k)) for k in ("tick", "constant", "precision", "tolerance", "tai")}
