@@ -222,10 +222,11 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace", newline="\n")
 
 
-def data_lines(paths_or_dirs: Iterable[PathLike], stream: str,
-               stats: ReadStats) -> Iterator[Tuple[LogFile, str]]:
-    """Every whole data line of `stream`, oldest first, with its file (newline removed); one LogFile
-    object per file, so a caller can tell a new file by identity.
+def data_chunks(paths_or_dirs: Iterable[PathLike], stream: str, stats: ReadStats,
+                chunk_bytes: int = 1 << 20) -> Iterator[Tuple[LogFile, List[str]]]:
+    """Every whole data line of `stream`, oldest first, in lists of about `chunk_bytes` (newlines
+    removed), each with its file; one LogFile object per file, so a caller can tell a new file by
+    identity.
 
     The one place that knows the file layout: an empty file (a writer killed between creating it
     and writing its header) is skipped; a file without the magic line or of an unknown version is an
@@ -255,16 +256,27 @@ def data_lines(paths_or_dirs: Iterable[PathLike], stream: str,
                 host = attrs.get("host", "") if version >= 2 else ""
                 info = LogFile(path, stream, version, host or f"dir:{path.parent}", attrs.get("hostname", ""),
                                tuple(header))
-                for line in f:
-                    if not line.endswith("\n"):
+                while True:
+                    lines = f.readlines(chunk_bytes)
+                    if not lines:
+                        break
+                    if not lines[-1].endswith("\n"):  # only a file's last line can lack its newline
+                        lines.pop()
                         stats.torn_lines += 1
                         stats.problems.append(f"{path}: torn last line skipped")
-                    elif line != "\n":
-                        yield info, line[:-1]
+                    yield info, [line[:-1] for line in lines if line != "\n"]
         except PermissionError as exc:
             stats.error(f"{path}: cannot read: {exc.strerror or exc}")
         except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz: what was readable is kept
             stats.problems.append(f"{path}: {exc}")
+
+
+def data_lines(paths_or_dirs: Iterable[PathLike], stream: str,
+               stats: ReadStats) -> Iterator[Tuple[LogFile, str]]:
+    """Every whole data line of `stream`, oldest first, with its file (see data_chunks)."""
+    for info, lines in data_chunks(paths_or_dirs, stream, stats):
+        for line in lines:
+            yield info, line
 
 
 def read_rows(paths_or_dirs: Iterable[PathLike], stream: str,

@@ -11,7 +11,9 @@ Gaps are measured against the poll interval the producer logged with each row (`
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import gc
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -54,6 +56,7 @@ class Trace:
 @dataclass
 class Plot:
     title: str
+    order: int  # in the figure: sources (0), the model (1), devices (2)
     traces: List[Trace] = field(default_factory=list)
 
 
@@ -79,15 +82,25 @@ def in_order(cols: Dict[str, Any], since: Optional[int], until: Optional[int]) -
     return {c: v[keep] for c, v in cols.items()}
 
 
-def timing(t: IntArray, poll_s: Any) -> Tuple[Dict[str, Any], FloatArray, npt.NDArray[np.bool_]]:
+@dataclass
+class Intervals:
+    """Between consecutive rows: the time (s), the time expected (the poll interval in force), and
+    whether it was a gap. float32: seconds between rows need no more, and a month is millions."""
+
+    dt_s: Any
+    expected_s: Any
+    gap: npt.NDArray[np.bool_]
+
+
+def timing(t: IntArray, poll_s: Any) -> Tuple[Dict[str, Any], Intervals]:
     """Span, coverage and gaps of one series against the poll interval in force.
 
     Each row's `poll_s` says when the next row is due. A gap is a silence longer than
-    GAP_FACTOR x poll_s + GAP_SLACK_S; coverage is the span less the time past due in gaps.
-    Returns the figures, each interval's expected length (s) and the gap mask."""
-    dt = np.diff(t).astype(np.float64) / 1e9
+    GAP_FACTOR x poll_s + GAP_SLACK_S; coverage is the span less the time past due in gaps."""
+    dt = np.diff(t).astype(np.float32)
+    dt *= np.float32(1e-9)
     span = float(t[-1] - t[0]) / 1e9 if len(t) else 0.0
-    poll = np.asarray(poll_s, dtype=np.float64)[:-1] if len(t) else np.zeros(0)
+    poll = np.asarray(poll_s, dtype=np.float32)[:-1] if len(t) else np.zeros(0, dtype=np.float32)
     logged = np.isfinite(poll) & (poll > 0)
     spacing = float(np.median(dt)) if len(dt) else 0.0
     if len(dt) and logged.all():
@@ -95,14 +108,14 @@ def timing(t: IntArray, poll_s: Any) -> Tuple[Dict[str, Any], FloatArray, npt.ND
         gap = dt > GAP_FACTOR * poll + GAP_SLACK_S
         rule = f"> {GAP_FACTOR:g} x the logged poll interval + {GAP_SLACK_S:g} s"
     else:  # v1 logs (or rows without poll_s): the old rule
-        expected = np.where(logged, poll, spacing)
+        expected = np.where(logged, poll, np.float32(spacing))
         threshold = np.where(logged, GAP_FACTOR * poll + GAP_SLACK_S,
                              max(V1_GAP_FACTOR * spacing, V1_GAP_MIN_S))
         gap = dt > threshold
         rule = (f"poll interval not logged (v1): > {V1_GAP_FACTOR:g} x the median spacing, "
                 f"at least {V1_GAP_MIN_S:g} s")
     gi = np.nonzero(gap)[0]
-    past_due = float((dt[gi] - expected[gi]).sum())
+    past_due = float((dt[gi] - expected[gi]).sum(dtype=np.float64))
     out = {
         "rows": len(t),
         "first": iso(float(t[0])) if len(t) else None, "last": iso(float(t[-1])) if len(t) else None,
@@ -117,7 +130,7 @@ def timing(t: IntArray, poll_s: Any) -> Tuple[Dict[str, Any], FloatArray, npt.ND
         "gaps": [{"start": iso(float(t[i])), "end": iso(float(t[i + 1])), "seconds": float(dt[i]),
                   "poll_s": float(expected[i])} for i in gi[:MAX_LISTED]],
     }
-    return out, expected, gap
+    return out, Intervals(dt, expected, gap)
 
 
 def magnitude(x: Any) -> Optional[Dict[str, float]]:
@@ -143,18 +156,17 @@ def spread(x: Any) -> Optional[Dict[str, float]]:
     return {"n": len(v), "p50_ns": float(p50), "p99_ns": float(p99), "max_ns": float(v.max())}
 
 
-def states_over_time(t: IntArray, codes: Any, vocab: Vocabulary, expected_s: FloatArray,
-                     gap: npt.NDArray[np.bool_]) -> Dict[str, Any]:
+def states_over_time(t: IntArray, codes: Any, vocab: Vocabulary, iv: Intervals) -> Dict[str, Any]:
     """Time in each state (a row's state holds until the next row, or for its poll interval across
     a gap; the rest of a gap is 'no rows') and the transitions."""
-    dt = np.diff(t).astype(np.float64) / 1e9
-    held = np.where(gap, np.minimum(dt, expected_s), dt)
+    dt = iv.dt_s
+    held = np.where(iv.gap, np.minimum(dt, iv.expected_s), dt)
     def name(c: Any) -> str:
         return vocab.names[int(c)] if c >= 0 else "(none)"
 
-    seconds = {name(c): float(held[codes[:-1] == c].sum()) for c in np.unique(codes[:-1])}
+    seconds = {name(c): float(held[codes[:-1] == c].sum(dtype=np.float64)) for c in np.unique(codes[:-1])}
     change = np.nonzero(codes[1:] != codes[:-1])[0] + 1
-    return {"seconds": seconds, "no_rows_s": float((dt - held).sum()),
+    return {"seconds": seconds, "no_rows_s": float((dt - held).sum(dtype=np.float64)),
             "first_state": name(codes[0]) if len(codes) else None,
             "transition_count": len(change),
             "transitions": [{"time": iso(float(t[i])), "from": name(codes[i - 1]), "to": name(codes[i])}
@@ -260,56 +272,58 @@ def truth_section(tr: Truth, since: Optional[int], until: Optional[int],
 def source_section(name: str, c: Dict[str, Any], plots: List[Plot]) -> Dict[str, Any]:
     t = c["time_utc"]
     out: Dict[str, Any] = {"kind": "source", "name": name}
-    tim, _, _ = timing(t, c["poll_s"])
+    tim, _ = timing(t, c["poll_s"])
     out.update(tim)
     out["offset"] = magnitude(c["offset_ns"])
     out["model_bound"] = spread(c["error_bound_ns"])
     out["stability"] = stability_of(t, c["offset_ns"])
-    p = Plot(f"source {name}: offset (server − model) and the model's ± bound")
+    p = Plot(f"source {name}: offset (server − model) and the model's ± bound", 0)
     p.traces.append(Trace("offset", *_decimate(t, c["offset_ns"]), "points"))
     p.traces.append(Trace("model bound", *_decimate(t, c["error_bound_ns"]), "bound"))
     plots.append(p)
     return out
 
 
-def model_section(c: Dict[str, Any], vocab: Vocabulary, truth: Optional[Truth], since: Optional[int],
-                  until: Optional[int], plots: List[Plot]) -> Dict[str, Any]:
+def model_section(c: Dict[str, Any], vocab: Vocabulary, plots: List[Plot]) -> Dict[str, Any]:
+    """The model's figures; its truth (truth-gateway.log) is added once the truth logs are read."""
     t = c["time_utc"]
     out: Dict[str, Any] = {"kind": "model", "name": "gateway model"}
-    tim, expected, gap = timing(t, c["poll_s"])
+    tim, iv = timing(t, c["poll_s"])
     out.update(tim)
-    out["states"] = states_over_time(t, c["state"], vocab, expected, gap)
+    out["states"] = states_over_time(t, c["state"], vocab, iv)
     serving = np.isin(c["state"], list(vocab.codes_of(SERVING)))
     out["bound"] = spread(c["error_bound_ns"][serving])
     out["system_offset"] = magnitude(c["offset_ns"])
     out["frequency"] = drift(t[serving], c["freq_ppm"][serving])
     out["stability"] = stability_of(t, c["offset_ns"])
-    p = Plot("gateway model: ± error bound; system clock − model UTC")
+    p = Plot("gateway model: ± error bound; system clock − model UTC", 1)
     p.traces.append(Trace("system clock − model", *_decimate(t, c["offset_ns"]), "noise"))
     p.traces.append(Trace("error bound (synchronised/holdover)",
                           *_decimate(t[serving], c["error_bound_ns"][serving]), "bound"))
-    out["truth"] = truth_section(truth, since, until, p) if truth is not None else None
-    out["known"] = _known(out["truth"], out["bound"])
+    out["truth"] = None
+    out["known"] = _known(None, out["bound"])
     plots.append(p)
     return out
 
 
-def device_section(name: str, c: Optional[Dict[str, Any]], vocab: Vocabulary, truth: Optional[Truth],
-                   since: Optional[int], until: Optional[int], plots: List[Plot]) -> Dict[str, Any]:
+def device_section(name: str, c: Optional[Dict[str, Any]], vocab: Vocabulary,
+                   plots: List[Plot]) -> Dict[str, Any]:
+    """A device's figures from its rows (None: only a truth log names it); its truth is added once
+    the truth logs are read."""
     out: Dict[str, Any] = {"kind": "device", "name": name}
-    p = Plot(f"device {name}: ± bound given; true error; line noise")
+    p = Plot(f"device {name}: ± bound given; true error; line noise", 2)
     if c is not None and len(c["time_utc"]):
         t = c["time_utc"]
-        tim, expected, gap = timing(t, c["poll_s"])
+        tim, iv = timing(t, c["poll_s"])
         out.update(tim)
-        out["states"] = states_over_time(t, c["state"], vocab, expected, gap)
+        out["states"] = states_over_time(t, c["state"], vocab, iv)
+        del iv
         serving = np.isin(c["state"], list(vocab.codes_of(SERVING)))
         fit_ready = ~np.isin(c["state"], list(vocab.codes_of(FIT_NOT_READY)))
         out["tracking_rows"] = int((c["state"] == vocab.codes.get("tracking", -2)).sum())
         out["serving_rows"] = int(serving.sum())
         out["bound_given"] = spread(c["bound_ns"][serving])
         out["line_noise"] = magnitude(c["residual_ns"][fit_ready])
-        out["line_delay"] = spread(c["line_delay_ns"])
         src = c["utc_source"]
         out["timescale"] = "model UTC" if (src == vocab.codes.get("model", -2)).any() else \
             "system clock (v1 rows)" if (src < 0).all() else "system clock"
@@ -318,96 +332,159 @@ def device_section(name: str, c: Optional[Dict[str, Any]], vocab: Vocabulary, tr
                               *_decimate(t[fit_ready], c["residual_ns"][fit_ready]), "noise"))
     else:
         out.update({"rows": 0, "bound_given": None, "line_noise": None, "states": None})
-    out["truth"] = truth_section(truth, since, until, p) if truth is not None else None
-    out["known"] = _known(out["truth"], out.get("bound_given"))
+    out["truth"] = None
+    out["known"] = _known(None, out.get("bound_given"))
     plots.append(p)
     return out
 
 
 # -- the whole report -------------------------------------------------------------------------
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def _keep_big_arrays_in_mmap() -> None:
+    """A fixed mmap threshold (glibc): arrays over 128 KiB always come from mmap and go back to the
+    OS when freed. glibc otherwise raises the threshold after the first big free, later columns
+    grow on the heap, and a month's report holds ~120 MB more at its peak (measured)."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, 128 << 10)
+
+
+def _release_memory() -> None:
+    """Give freed heap back to the OS between streams (parser and allantools temporaries)."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _gateway(host: str) -> Dict[str, Any]:
+    return {"host": host[4:] if host.startswith("dir:") else host,
+            "host_id_logged": not host.startswith("dir:"), "hostname": "", "dirs": set(),
+            "format_versions": set(), "sources": [], "model": None, "devices": []}
+
+
 def analyse(paths: Sequence[str], since: Optional[int] = None, until: Optional[int] = None,
             devices: Optional[Sequence[str]] = None,
             truth: Sequence[str] = ()) -> Tuple[Dict[str, Any], List[Plot]]:
-    """Everything the report shows, as one JSON-able dict, and the figures' data."""
+    """Everything the report shows, as one JSON-able dict, and the figures' data. One stream is read
+    and analysed at a time, the biggest (devices) first, and each series' columns are dropped once
+    its figures are done, so the peak memory is that of the biggest stream, not of all of them.
+    Truth logs are read last and attached to their clocks' sections."""
+    _keep_big_arrays_in_mmap()
     stats = ReadStats()
     vocab = Vocabulary()
-    samples = read_stream(paths, "gateway-samples", "server", ("time_utc", "offset_ns"),
-                          ("error_bound_ns", "poll_s"), stats, vocab)
-    model = read_stream(paths, "gateway-model", None, ("time_utc", "state"),
-                        ("offset_ns", "freq_ppm", "error_bound_ns", "poll_s"), stats, vocab)
+    wanted: Optional[Set[str]] = {normalise_device(d) for d in devices} if devices else None
+    gateways: Dict[str, Dict[str, Any]] = {}
+    plots: List[Plot] = []
+    plot_of: Dict[Tuple[str, str], Plot] = {}   # (host, device id or "gateway") -> its figure
+    device_names: Dict[str, Set[str]] = {}
+
+    def take(part: Dict[str, HostLogs]) -> None:
+        for host, h in part.items():
+            g = gateways.setdefault(host, _gateway(host))
+            g["hostname"] = g["hostname"] or h.hostname
+            g["dirs"] |= h.dirs
+            g["format_versions"] |= h.versions
+
     devs = read_stream(paths, "devices", "device", ("time_utc",),
-                       ("state", "residual_ns", "line_delay_ns", "bound_ns", "poll_s", "utc_source"),
-                       stats, vocab)
+                       ("state", "residual_ns", "bound_ns", "poll_s", "utc_source"), stats, vocab)
+    take(devs)
+    for host, h in devs.items():
+        device_names[host] = set(h.groups)
+        for name in sorted(h.groups):
+            c = h.groups.pop(name)
+            if wanted is None or name in wanted:
+                gateways[host]["devices"].append(device_section(name, in_order(c, since, until), vocab,
+                                                                plots))
+                plot_of[(host, name)] = plots[-1]
+            del c
+    del devs
+    _release_memory()
+    if wanted is None:
+        samples = read_stream(paths, "gateway-samples", "server", ("time_utc", "offset_ns"),
+                              ("error_bound_ns", "poll_s"), stats, vocab)
+        take(samples)
+        for host, h in samples.items():
+            for name in sorted(h.groups):
+                c = in_order(h.groups.pop(name), since, until)
+                if len(c["time_utc"]):
+                    gateways[host]["sources"].append(source_section(name, c, plots))
+                del c
+        del samples
+        _release_memory()
+        model = read_stream(paths, "gateway-model", None, ("time_utc", "state"),
+                            ("offset_ns", "freq_ppm", "error_bound_ns", "poll_s"), stats, vocab)
+        take(model)
+        for host, h in model.items():
+            c = in_order(h.groups.pop(""), since, until)
+            if len(c["time_utc"]):
+                gateways[host]["model"] = model_section(c, vocab, plots)
+                plot_of[(host, "gateway")] = plots[-1]
+            del c
+        del model
+        _release_memory()
     truths = [tr for p, explicit in truth_paths(paths, truth, stats)
               if (tr := read_truth(p, explicit, stats)) is not None]
-    hosts: Dict[str, HostLogs] = {}
-    for part in (samples, model, devs):
-        for host, h in part.items():
-            e = hosts.setdefault(host, HostLogs(host))
-            e.hostname = e.hostname or h.hostname
-            e.dirs |= h.dirs
-            e.versions |= h.versions
-    wanted: Optional[Set[str]] = {normalise_device(d) for d in devices} if devices else None
-    seen_devices: Set[str] = set()
-    truth_for = _assign_truths(truths, hosts, devs, stats)
-    plots: List[Plot] = []
-    gateways = []
-    for host in sorted(hosts):
-        h = hosts[host]
-        g: Dict[str, Any] = {
-            "host": host[4:] if host.startswith("dir:") else host,
-            "host_id_logged": not host.startswith("dir:"),
-            "hostname": h.hostname, "dirs": sorted(h.dirs), "format_versions": sorted(h.versions),
-            "sources": [], "model": None, "devices": []}
-        if wanted is None:
-            for name, c in sorted(samples.get(host, HostLogs(host)).groups.items()):
-                c = in_order(c, since, until)
-                if len(c["time_utc"]):
-                    g["sources"].append(source_section(name, c, plots))
-            mc = model.get(host, HostLogs(host)).groups.get("")
-            if mc is not None:
-                mc = in_order(mc, since, until)
-                if len(mc["time_utc"]):
-                    g["model"] = model_section(mc, vocab, truth_for.get((host, "gateway")), since, until,
-                                               plots)
-        dev_groups = devs.get(host, HostLogs(host)).groups
-        truth_only = {clock for (hh, clock) in truth_for if hh == host and clock != "gateway"}
-        names = sorted(set(dev_groups) | truth_only)
-        for name in names:
-            seen_devices.add(name)
-            if wanted is not None and name not in wanted:
+    for (host, clock), tr in _assign_truths(truths, gateways, device_names, stats).items():
+        section: Optional[Dict[str, Any]]
+        if clock == "gateway":
+            section = gateways[host]["model"]
+        else:
+            if wanted is not None and clock not in wanted:
                 continue
-            dc = dev_groups.get(name)
-            g["devices"].append(device_section(name, in_order(dc, since, until) if dc is not None else None,
-                                               vocab, truth_for.get((host, name)), since, until, plots))
-        gateways.append(g)
+            section = next((d for d in gateways[host]["devices"] if d["name"] == clock), None)
+            if section is None:  # a truth log of a device no log row names
+                section = device_section(clock, None, vocab, plots)
+                plot_of[(host, clock)] = plots[-1]
+                gateways[host]["devices"].append(section)
+        if section is not None:
+            section["truth"] = truth_section(tr, since, until, plot_of[(host, clock)])
+            section["known"] = _known(section["truth"], section.get("bound") or section.get("bound_given"))
+    seen_devices = {d["name"] for g in gateways.values() for d in g["devices"]}
+    seen_devices |= {name for names in device_names.values() for name in names}
+    out = []
+    for host in sorted(gateways):
+        g = gateways[host]
+        g["dirs"], g["format_versions"] = sorted(g["dirs"]), sorted(g["format_versions"])
+        g["devices"].sort(key=lambda d: d["name"])
+        out.append(g)
     report: Dict[str, Any] = {
-        "format": 2, "gateways": gateways, "errors": stats.errors, "problems": stats.problems,
+        "format": 2, "gateways": out, "errors": stats.errors, "problems": stats.problems,
         "torn_lines": stats.torn_lines, "bad_lines": stats.bad_lines, "files": stats.files,
         "truth_files": [str(tr.path) for tr in truths], "min_drift_span_s": MIN_DRIFT_SPAN_S,
         "devices_seen": sorted(seen_devices),
         "unmatched_devices": sorted(d for d in (devices or []) if normalise_device(d) not in seen_devices),
     }
+    plots.sort(key=lambda p: p.order)
     return report, plots
 
 
-def _assign_truths(truths: List[Truth], hosts: Dict[str, HostLogs], devs: Dict[str, HostLogs],
-                   stats: ReadStats) -> Dict[Tuple[str, str], Truth]:
+def _assign_truths(truths: List[Truth], gateways: Dict[str, Dict[str, Any]],
+                   devices: Dict[str, Set[str]], stats: ReadStats) -> Dict[Tuple[str, str], Truth]:
     """Which gateway each truth log belongs to: one found in a log directory belongs to the gateways
     whose logs are there; one named with --truth to the gateways that have its device (or, for
     truth-gateway.log or a device no log names, the only gateway in the report)."""
     out: Dict[Tuple[str, str], Truth] = {}
     for tr in truths:
         if tr.explicit:
-            owners = [h for h in hosts if tr.clock in devs.get(h, HostLogs(h)).groups] \
-                if tr.clock != "gateway" else []
-            if not owners and len(hosts) == 1:
-                owners = list(hosts)
+            owners = [h for h, names in devices.items() if tr.clock in names] if tr.clock != "gateway" else []
+            if not owners and len(gateways) == 1:
+                owners = list(gateways)
             if not owners:
                 stats.problems.append(f"{tr.path}: no single gateway in this report it belongs to "
                                       "(put it in its gateway's log directory)")
         else:
-            owners = [h for h, hl in hosts.items() if str(tr.path.parent) in hl.dirs]
+            owners = [h for h, g in gateways.items() if str(tr.path.parent) in g["dirs"]]
         for h in owners:
             out[(h, tr.clock)] = tr
     return out
