@@ -99,7 +99,8 @@ async def run(way: str, directory: str, seconds: float, rows_per_s: int, max_byt
                     now = time.time_ns()
                     row = {"time_utc": utc_iso(now), "raw_ns": time.monotonic_ns(), "device": "0xd0000001",
                            "state": "synchronised", "bound_ns": 18_000 + i % 977,
-                           "residual_ns": i % 50_000 - 25_000, "line_delay_ns": 40_000 + i % 9973, "poll_s": 0.25}
+                           "residual_ns": i % 50_000 - 25_000, "line_delay_ns": 40_000 + i % 9973,
+                           "poll_s": 0.25}
                     t = time.perf_counter()
                     log.write(row)
                     write_s.append(time.perf_counter() - t)
