@@ -21,6 +21,7 @@ import gzip
 import io
 import os
 import re
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -135,6 +136,32 @@ def compress(path: Path, should_stop: Optional[Callable[[], bool]] = None) -> Op
     fsync_dir(path.parent)
     path.unlink()
     return final
+
+
+def lower_priority() -> str:
+    """Lower this process's CPU (and with SCHED_IDLE, I/O) priority; says what was applied."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined,unused-ignore]
+        return "SCHED_IDLE"
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        return "nice 19"
+    except (AttributeError, OSError):
+        return "normal priority"
+
+
+def compress_main(path: str) -> int:
+    """The compressor child (tsq/fieldlog_writer.py): lower its priority, say which on stdout, gzip
+    `path`; an error is one line on stderr and exit status 1."""
+    print(lower_priority(), flush=True)
+    try:
+        compress(Path(path))
+    except OSError as exc:
+        print(os_error_line(exc, "compressing"), file=sys.stderr)
+        return 1
+    return 0
 
 
 def recover(directory: Path, stream: str) -> None:
