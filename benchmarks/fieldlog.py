@@ -6,7 +6,7 @@ measured run, yesterday's file is filled with MB megabytes of rows (not timed); 
 row belongs to today, so the run starts with a day rotation and the gzip of that file. Three ways:
   none    no logging (the machine's own noise)
   queued  tsq.fieldlog.FieldLog: the loop only enqueues; a thread per directory writes and fsyncs,
-          a SCHED_IDLE thread gzips
+          a child process at SCHED_IDLE gzips
   inline  what format v1's writer did on the loop: write(2) per row, fsync on the loop every
           interval, and on rotation fsync + gzip on the loop
 Prints per way: tick lateness p50 / p99 / p99.9 / max, the caller's time per write() (p50, p99), and

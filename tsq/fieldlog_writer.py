@@ -4,7 +4,7 @@
 never raises for I/O: a full queue drops the row and counts it. The directory's thread writes each
 row with one write(2) on an O_APPEND descriptor, fsyncs within the smallest `fsync_interval_s` of
 its streams (and on rotation and close), rotates daily and by size, and hands closed files to a
-compressor thread that runs at idle priority (gzip, then retention).
+compressor (gzip in a child process at idle priority, then retention).
 
 A failing disk degrades the log only. Any OSError (ENOSPC, EIO, EROFS, a directory that vanished or
 cannot be created) marks the directory failing (`LogHealth`), keeps the queued rows (the queue's
