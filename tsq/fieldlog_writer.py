@@ -176,7 +176,8 @@ class DirectoryWriter:
     # -- the callers' side (any thread) ---------------------------------------------------------
     def _add_stream(self, name: str, header: bytes, options: StreamOptions, queue_rows: int) -> _Stream:
         with self._cond:
-            if name in self._streams:
+            old = self._streams.get(name)
+            if old is not None and not old.detached:
                 raise ValueError(f"stream {name!r} is already open in {self.directory}")
             st = _Stream(name, header, options)
             self._streams[name] = st
@@ -222,29 +223,31 @@ class DirectoryWriter:
 
     def detach(self, st: _Stream, timeout_s: float) -> None:
         """Close `st`: fsync and close its file; rows it still has queued on a failing disk are
-        dropped (counted). The last stream to go stops the threads (pending compression is given
-        the rest of `timeout_s`)."""
+        dropped (counted). The last stream to go stops the threads: pending compression gets what is
+        left of `timeout_s`, then it is stopped (the plain file stays, compressed at the next start)."""
         deadline = time.monotonic() + timeout_s
         self.flush(st, True, timeout_s)
-        self._compressor.wait_idle(max(0.0, deadline - time.monotonic()))  # this stream's rotations
+        # the gzip and retention of this stream's rotations (they skip streams no longer attached)
+        self._compressor.wait_idle(max(0.0, deadline - time.monotonic()))
         with self._cond:
             st.detached = True
             self._detach.append(st)
+            last = all(s.detached for s in self._streams.values())
             self._cond.notify_all()
-            while st.name in self._streams and time.monotonic() < deadline and self._thread.is_alive():
-                self._cond.wait(max(0.0, deadline - time.monotonic()))
-            last = not self._streams
-        if last:
-            with DirectoryWriter._registry_lock:
-                with self._cond:
-                    if self._streams:  # someone attached meanwhile: keep running
-                        return
-                    self._stop = True
-                    self._cond.notify_all()
-                if DirectoryWriter._registry.get(str(self.directory)) is self:
-                    del DirectoryWriter._registry[str(self.directory)]
-                self._thread.join(max(0.0, deadline - time.monotonic()))
-                self._compressor.stop(max(0.0, deadline - time.monotonic()))
+            if not last:
+                while self._streams.get(st.name) is st and time.monotonic() < deadline:
+                    self._cond.wait(max(0.0, deadline - time.monotonic()))
+                return
+        with DirectoryWriter._registry_lock:
+            with self._cond:
+                if not all(s.detached for s in self._streams.values()):
+                    return  # a stream was attached meanwhile: keep running
+                self._stop = True  # the thread closes the detached streams' files first
+                self._cond.notify_all()
+            if DirectoryWriter._registry.get(str(self.directory)) is self:
+                del DirectoryWriter._registry[str(self.directory)]
+        self._compressor.stop(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(0.0, deadline - time.monotonic()))
 
     def health(self) -> LogHealth:
         with self._cond:
@@ -304,7 +307,8 @@ class DirectoryWriter:
                 before = len(self._queue)
                 self._queue = deque(r for r in self._queue if r.stream is not st)
                 self._abandoned += before - len(self._queue)
-                self._streams.pop(st.name, None)
+                if self._streams.get(st.name) is st:
+                    del self._streams[st.name]
             self._done_seq = self._queue[0].seq - 1 if self._queue else self._seq
             if error is not None:
                 self._fail_locked(error)
@@ -472,7 +476,7 @@ class DirectoryWriter:
         with self._cond:
             upto, rows = self._done_seq, self._written
         error = None
-        for st in list(self._streams.values()) + [s for s in detached if s.name not in self._streams]:
+        for st in list(self._streams.values()) + [d for d in detached if self._streams.get(d.name) is not d]:
             try:
                 self._close_stream(st, sync=True)
             except OSError as exc:
@@ -569,6 +573,7 @@ class _Compressor:
         self._thread: Optional[threading.Thread] = None
         self.priority = ""
         self.error: Optional[str] = None
+        self._proc: Optional[subprocess.Popen[str]] = None
 
     def request(self) -> None:
         self._idle.clear()
@@ -588,7 +593,11 @@ class _Compressor:
         self._idle.wait(timeout_s)
         self._stopping = True
         self._wake.set()
-        self._thread.join(max(0.1, timeout_s))
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()  # at once; the thread removes its temp file
+        self._thread.join(max(2.0, timeout_s))
 
     def _run(self) -> None:
         while True:
@@ -619,16 +628,20 @@ class _Compressor:
                                     text=True)
         except OSError as exc:
             return os_error_line(exc, "starting the compressor")
-        while True:
-            try:
-                out, err = proc.communicate(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                if should_stop():
-                    proc.kill()
-                    proc.communicate()
-                    path.with_name(path.name + ".gz.tmp").unlink(missing_ok=True)
-                    return None
+        self._proc = proc
+        try:
+            while True:
+                try:
+                    out, err = proc.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if should_stop():
+                        proc.kill()
+        finally:
+            self._proc = None
+        if should_stop() and proc.returncode != 0:  # stopped: what it left is its temp file
+            path.with_name(path.name + ".gz.tmp").unlink(missing_ok=True)
+            return None
         self.priority = f"child process, {out.strip() or 'priority unknown'}"
         if proc.returncode != 0:
             return (err.strip().splitlines() or [f"compressor exited with {proc.returncode}"])[-1]

@@ -347,3 +347,40 @@ def test_no_numpy_needed_to_write_or_read(tmp_path: Path) -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['5']"
+
+
+def test_close_during_a_long_compression_loses_nothing(tmp_path: Path) -> None:
+    with FieldLog(tmp_path, "devices", max_bytes=1 << 30) as log:
+        for i in range(120_000):  # ~10 MB for yesterday
+            log.write({"device": "0x1", "residual_ns": i, "state": "x" * 20}, now_unix_ns=T0)
+            if i % 2000 == 0:
+                log.flush(fsync=False)
+        log.write({"device": "0x1", "residual_ns": -1}, now_unix_ns=T0 + DAY)  # rotation: gzip starts
+        assert log.flush()
+        deadline = time.monotonic() + 20
+        while not list(tmp_path.glob("*.gz.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert list(tmp_path.glob("*.gz.tmp")), "the gzip child never started"
+        t = time.monotonic()
+        log.close(timeout_s=0.05)  # too short for the gzip: it is stopped
+        assert time.monotonic() - t < 5
+    deadline = time.monotonic() + 10  # the child is killed at once; its temp file removed after it
+    while list(tmp_path.glob("*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "devices-20261118.csv").exists()
+    values = [int(r["residual_ns"]) for r in read_rows([tmp_path], "devices")]
+    assert values == [*range(120_000), -1]
+
+
+@given(st.text(max_size=200))
+def test_header_and_truth_parsers_are_total(text: str) -> None:
+    from tsq.fieldlog_files import FieldLogError, parse_magic, parse_truth_line
+
+    try:
+        version, attrs = parse_magic(text)
+        assert version in (1, 2) and isinstance(attrs, dict)
+    except FieldLogError:
+        pass
+    parsed = parse_truth_line(text)
+    assert parsed is None or len(parsed) == 4

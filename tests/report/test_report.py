@@ -16,9 +16,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsq.cli import main
 from tsq.fieldlog import (
+    DEVICE_FIELDS,
     DEVICES,
     GATEWAY_MODEL,
     GATEWAY_SAMPLES,
@@ -28,7 +31,7 @@ from tsq.fieldlog import (
     SampleRow,
 )
 from tsq.fieldlog_files import truth_line
-from tsq.report import analyse, parse_duration_ns, violations
+from tsq.report import analyse, parse_duration_ns, render_table, violations
 
 T0 = 1_795_000_000 * 10**9  # 2026-11-18T11:06:40Z
 RAW0 = 5_000 * 10**9        # CLOCK_MONOTONIC_RAW at T0 (the gateway booted 5000 s earlier)
@@ -388,3 +391,18 @@ def test_a_bad_cell_costs_its_row_only(tmp_path: Path) -> None:
     d = device(one_gateway(rep), DEV_A)
     assert d["rows"] == 300 - 2
     assert rep["bad_lines"] == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=600), st.binary(max_size=200))
+def test_report_is_total_on_arbitrary_log_and_truth_content(tail: bytes, truth_bytes: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        header = b"# tsq-fieldlog v2 stream=devices host=gw\n" + ",".join(DEVICE_FIELDS).encode() + b"\n"
+        (Path(d) / "devices-20261118.csv").write_bytes(header + tail)
+        (Path(d) / "gateway-model-20261118.csv").write_bytes(tail)
+        (Path(d) / "truth-d0000001.log").write_bytes(truth_bytes)
+        rep = analyse([d])
+        assert isinstance(rep["gateways"], list)
+        render_table({k: v for k, v in rep.items() if k != "_plots"})
