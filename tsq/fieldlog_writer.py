@@ -616,12 +616,7 @@ class _Compressor:
     def compress(self, path: Path, should_stop: Callable[[], bool]) -> Optional[str]:
         """gzip `path` (tsq.fieldlog_files.compress) in a low-priority child; an error line or None."""
         if not sys.executable:
-            self.priority = "in this process, normal priority"
-            try:
-                compress(path, should_stop)
-            except OSError as exc:
-                return os_error_line(exc, "compressing")
-            return None
+            return self._compress_here(path, should_stop)
         try:
             proc = subprocess.Popen([sys.executable, "-I", "-c", _CHILD, _PACKAGE_PARENT, str(path)],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -642,9 +637,21 @@ class _Compressor:
         if should_stop() and proc.returncode != 0:  # stopped: what it left is its temp file
             path.with_name(path.name + ".gz.tmp").unlink(missing_ok=True)
             return None
-        self.priority = f"child process, {out.strip() or 'priority unknown'}"
+        if not out.strip():  # the child never got going (the package cannot be imported by path?)
+            log.warning("field log %s: the compressor process failed (%s); compressing in this process",
+                        self._writer.directory, (err.strip().splitlines() or ["no output"])[-1])
+            return self._compress_here(path, should_stop)
+        self.priority = f"child process, {out.strip()}"
         if proc.returncode != 0:
             return (err.strip().splitlines() or [f"compressor exited with {proc.returncode}"])[-1]
+        return None
+
+    def _compress_here(self, path: Path, should_stop: Callable[[], bool]) -> Optional[str]:
+        self.priority = "in this process, normal priority"  # never idle here: see the class doc
+        try:
+            compress(path, should_stop)
+        except OSError as exc:
+            return os_error_line(exc, "compressing")
         return None
 
 

@@ -384,3 +384,17 @@ def test_header_and_truth_parsers_are_total(text: str) -> None:
         pass
     parsed = parse_truth_line(text)
     assert parsed is None or len(parsed) == 4
+
+
+def test_a_compressor_child_that_cannot_start_falls_back_to_this_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tsq.fieldlog_writer as writer
+
+    monkeypatch.setattr(writer, "_PACKAGE_PARENT", str(tmp_path / "no-tsq-here"))  # the child's import fails
+    with FieldLog(tmp_path, "devices") as log:
+        log.write({"device": "0x1", "residual_ns": 1}, now_unix_ns=T0)
+        log.write({"device": "0x1", "residual_ns": 2}, now_unix_ns=T0 + DAY)
+        assert log.flush()
+    assert (tmp_path / "devices-20261118.csv.gz").exists()
+    assert log.health.compressor == "in this process, normal priority"
+    assert [r["residual_ns"] for r in read_rows([tmp_path], "devices")] == ["1", "2"]
