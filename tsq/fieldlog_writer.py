@@ -318,21 +318,23 @@ class DirectoryWriter:
 
     def _write_batch(self, batch: List[_Row]) -> Tuple[int, Optional[str]]:
         """Write rows in order; on an error the rest go back to the front of the queue."""
-        written = 0
+        written = skipped = done = 0
         try:
             self._check_files()
-            for i, row in enumerate(batch):
+            for row in batch:
                 if row.stream.detached:
-                    continue  # dropped with its stream
-                try:
+                    skipped += 1  # closed with rows left: dropped, counted
+                else:
                     self._write_row(row)
-                except OSError:
-                    with self._cond:
-                        self._queue.extendleft(reversed(batch[i:]))
-                    raise
-                written += 1
+                    written += 1
+                done += 1
         except OSError as exc:
+            with self._cond:
+                self._queue.extendleft(reversed(batch[done:]))
+                self._abandoned += skipped
             return written, os_error_line(exc, "writing")
+        with self._cond:
+            self._abandoned += skipped
         return written, None
 
     def _fail_locked(self, line: str) -> None:
