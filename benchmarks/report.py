@@ -2,8 +2,9 @@
 
 One gateway (server samples at 1/s) and 4 devices (1/s each): 30 days x 86,400 s x 5 = ~13 M lines,
 plus a model update every 16 s, in daily files gzip-compressed like the writer leaves them (today's
-plain). The logs are generated first (not timed); then `tsq report DIR --json` runs in a child
-process, timed, and its peak RSS is read from getrusage(RUSAGE_CHILDREN).
+plain), in format v2 (host id in the header; raw_ns, utc_source, poll_s in every row). The logs
+are generated first (not timed); then `tsq report DIR --json` runs in a child process, timed, and
+its peak RSS is read from getrusage(RUSAGE_CHILDREN).
 
     python3 benchmarks/report.py [--days 30] [--keep DIR]
 """
@@ -23,9 +24,11 @@ import time
 import numpy as np
 
 from tsq.fieldlog import DEVICE_FIELDS, GATEWAY_MODEL_FIELDS, GATEWAY_SAMPLE_FIELDS
+from tsq.fieldlog_files import header_bytes
 
 DAY = 86_400
 T0 = 1_793_577_600  # 2026-11-02T00:00:00Z
+RAW0 = 10**12       # CLOCK_MONOTONIC_RAW at T0
 
 
 def _times(day: int, step: int) -> list[str]:
@@ -36,7 +39,7 @@ def _times(day: int, step: int) -> list[str]:
 def _write(directory: str, stream: str, day: int, fields: tuple[str, ...], lines: list[str],
            last: bool) -> int:
     date = time.strftime("%Y%m%d", time.gmtime(T0 + day * DAY))
-    body = f"# tsq-fieldlog v1 stream={stream}\n" + ",".join(fields) + "\n" + "\n".join(lines) + "\n"
+    body = header_bytes(stream, fields, "bench-gw", "bench").decode() + "\n".join(lines) + "\n"
     path = os.path.join(directory, f"{stream}-{date}.csv")
     if last:
         with open(path, "w") as f:
@@ -53,19 +56,22 @@ def generate(directory: str, days: int) -> int:
     for day in range(days):
         last = day == days - 1
         ts = _times(day, 1)
+        raw = range(RAW0 + day * DAY * 10**9, RAW0 + (day + 1) * DAY * 10**9, 10**9)
         off = rng.normal(0, 800, DAY).astype(int)
         dly = rng.integers(2000, 3000, DAY)
         n += _write(directory, "gateway-samples", day, GATEWAY_SAMPLE_FIELDS,
-                    [f"{t},127.0.0.1:4433,datagram,{o},{d},5000,1.234,selected"
-                     for t, o, d in zip(ts, off, dly)],
+                    [f"{t},127.0.0.1:4433,datagram,{o},{d},5000,1.234,selected,{r},model,1.0"
+                     for t, o, d, r in zip(ts, off, dly, raw)],
                     last)
         tm = _times(day, 16)
         n += _write(directory, "gateway-model", day, GATEWAY_MODEL_FIELDS,
-                    [f"{t},synchronised,{o},1.234,5000,1/1,0" for t, o in zip(tm, off[::16])], last)
+                    [f"{t},synchronised,{o},1.234,5000,1/1,0,{r},model,16.0,0.01,"
+                     for t, o, r in zip(tm, off[::16], raw[::16])], last)
         lines = []
         for dev in range(4):
             res = rng.normal(0, 5000, DAY).astype(int)
-            lines += [f"{t},0x{dev:08x},{r},90000,20000,synchronised" for t, r in zip(ts, res)]
+            lines += [f"{t},0x{dev:08x},{e},90000,20000,synchronised,{r},model,1.0"
+                      for t, e, r in zip(ts, res, raw)]
         n += _write(directory, "devices", day, DEVICE_FIELDS, lines, last)
     return n
 

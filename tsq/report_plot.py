@@ -1,19 +1,20 @@
-"""Figures for `tsq report` (matplotlib, the optional extra `tsq[report]`)."""
+"""Figures for `tsq report` (matplotlib, from the report extra)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from tsq.report_stats import Plot
+
 
 def _plt() -> Any:
-    try:
-        import matplotlib
-    except ImportError as exc:  # pragma: no cover - the extra is installed for tests
-        raise SystemExit("tsq report: plots need matplotlib: pip install 'tsq[report]'") from exc
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -21,7 +22,9 @@ def _plt() -> Any:
 
 
 def _unit(values: Any) -> Tuple[float, str]:
-    a = np.nanmax(np.abs(values)) if len(values) else 0.0
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    v = v[np.isfinite(v)]
+    a = float(v.max()) if len(v) else 0.0
     if a >= 1e6:
         return 1e6, "ms"
     if a >= 1e3:
@@ -29,47 +32,59 @@ def _unit(values: Any) -> Tuple[float, str]:
     return 1.0, "ns"
 
 
-def figure(plots: Dict[str, Tuple[Any, Any, Any]], rep: Dict[str, Any]) -> Any:
-    """One figure: per series a time plot (offset and ±bound) and a histogram; then ADEV/TDEV."""
+def _time_axis(span_s: float) -> Tuple[float, str]:
+    if span_s > 7200:
+        return 3600.0, "hours"
+    if span_s > 120:
+        return 60.0, "minutes"
+    return 1.0, "seconds"
+
+
+def figure(plots: List[Plot], rep: Dict[str, Any]) -> Any:
+    """One figure: per series a time plot (what it is about, ± bound, noise in grey) and a histogram
+    of its main trace; then ADEV and TDEV of every series that has them."""
     plt = _plt()
-    names = list(plots)
-    n = max(1, len(names))
+    plots = [p for p in plots if any(len(tr.t_ns) for tr in p.traces)]
+    n = max(1, len(plots))
     fig = plt.figure(figsize=(13, 3.0 * n + 4.0), constrained_layout=True)
     gs = fig.add_gridspec(n + 1, 3)
-    for i, name in enumerate(names):
-        t, off, bound = plots[name]
-        if len(t) == 0:
-            continue
-        span = (t[-1] - t[0]) / 1e9
-        tdiv, tunit = (1.0, "seconds")
-        if span > 7200:
-            tdiv, tunit = 3600.0, "hours"
-        elif span > 120:
-            tdiv, tunit = 60.0, "minutes"
-        hours = (t - t[0]) / 1e9 / tdiv
-        scale, unit = _unit(np.concatenate([off[~np.isnan(off)], bound[~np.isnan(bound)]]))
+    for i, p in enumerate(plots):
+        t0 = min(int(tr.t_ns[0]) for tr in p.traces if len(tr.t_ns))
+        t1 = max(int(tr.t_ns[-1]) for tr in p.traces if len(tr.t_ns))
+        tdiv, tunit = _time_axis((t1 - t0) / 1e9)
+        scale, unit = _unit(np.concatenate([tr.y_ns for tr in p.traces] or [np.zeros(0)]))
         ax = fig.add_subplot(gs[i, :2])
-        ax.plot(hours, off / scale, ".", ms=2, label="offset")
-        ax.plot(hours, bound / scale, "-", lw=0.8, color="tab:red", label="± error bound")
-        ax.plot(hours, -bound / scale, "-", lw=0.8, color="tab:red")
-        ax.set_title(f"{name}: offset and error bound")
-        ax.set_xlabel(f"{tunit} since {rep_time(t[0])}")
-        ax.set_ylabel(f"offset [{unit}]")
+        for tr in p.traces:
+            x = (tr.t_ns - t0) / 1e9 / tdiv
+            if tr.style == "bound":
+                line = ax.plot(x, tr.y_ns / scale, "-", lw=0.8, color="tab:red", label=f"± {tr.label}")
+                ax.plot(x, -tr.y_ns / scale, "-", lw=0.8, color=line[0].get_color())
+            elif tr.style == "noise":
+                ax.plot(x, tr.y_ns / scale, ".", ms=1.5, color="0.6", label=tr.label)
+            else:
+                ax.plot(x, tr.y_ns / scale, ".", ms=2, color="tab:blue", label=tr.label)
+        ax.set_title(p.title)
+        ax.set_xlabel(f"{tunit} since {_utc(t0)}")
+        ax.set_ylabel(unit)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=7)
+        main = next((tr for tr in p.traces if tr.style == "points"), None) or p.traces[0]
         hx = fig.add_subplot(gs[i, 2])
-        hx.hist(off[~np.isnan(off)] / scale, bins=60, color="tab:blue")
-        hx.set_title(f"{name}: offset histogram")
-        hx.set_xlabel(f"offset [{unit}]")
-        hx.set_ylabel("samples")
+        y = main.y_ns[np.isfinite(main.y_ns)]
+        hx.hist(y / scale, bins=60, color="0.6" if main.style == "noise" else "tab:blue")
+        hx.set_title(f"{main.label}: histogram", fontsize=9)
+        hx.set_xlabel(unit)
+        hx.set_ylabel("rows")
     ax_a = fig.add_subplot(gs[n, :2])
     ax_t = fig.add_subplot(gs[n, 2])
-    rows = list(rep["series"]) + ([rep["model"]] if rep.get("model") else [])
-    for s in rows:
-        st = s.get("stability")
-        if st and st["tau_s"]:
-            ax_a.loglog(st["tau_s"], st["adev"], "o-", ms=3, label=s["name"][:30])
-            ax_t.loglog(st["tau_s"], np.array(st["tdev_s"]) * 1e9, "o-", ms=3, label=s["name"][:30])
+    for g in rep["gateways"]:
+        series = list(g["sources"]) + ([g["model"]] if g["model"] else []) + list(g["devices"])
+        for s in series:
+            for label, st in ((s["name"], s.get("stability")),
+                              (f"{s['name']} true error", (s.get("truth") or {}).get("stability"))):
+                if st and st["tau_s"]:
+                    ax_a.loglog(st["tau_s"], st["adev"], "o-", ms=3, label=label[:34])
+                    ax_t.loglog(st["tau_s"], np.array(st["tdev_s"]) * 1e9, "o-", ms=3, label=label[:34])
     ax_a.set_title("overlapping Allan deviation")
     ax_a.set_xlabel("averaging time τ [s]")
     ax_a.set_ylabel("ADEV σ_y(τ) [dimensionless]")
@@ -83,23 +98,23 @@ def figure(plots: Dict[str, Tuple[Any, Any, Any]], rep: Dict[str, Any]) -> Any:
     return fig
 
 
-def rep_time(ns: int) -> str:
-    import datetime as dt
-
+def _utc(ns: int) -> str:
     return dt.datetime.fromtimestamp(int(ns) / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def write_png(plots: Dict[str, Tuple[Any, Any, Any]], rep: Dict[str, Any], path: str) -> None:
+def write_png(plots: List[Plot], rep: Dict[str, Any], path: str) -> None:
     fig = figure(plots, rep)
-    fig.savefig(path, dpi=90)
-    _plt().close(fig)
+    try:
+        fig.savefig(path, dpi=90)
+    finally:
+        _plt().close(fig)
 
 
-def write_html(plots: Dict[str, Tuple[Any, Any, Any]], rep: Dict[str, Any], table: str,
-               directory: str) -> None:
+def write_html(plots: List[Plot], rep: Dict[str, Any], table: str, directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
     write_png(plots, rep, os.path.join(directory, "report.png"))
     with open(os.path.join(directory, "index.html"), "w", encoding="utf-8") as f:
         f.write("<!doctype html><meta charset=utf-8><title>tsq report</title>"
                 "<h1>TSQ field report</h1><pre>" + html.escape(table) + "</pre>"
-                "<img src=report.png alt='offset, bound, histogram, ADEV, TDEV' style='max-width:100%'>\n")
+                "<img src=report.png alt='bounds, true error, line noise, ADEV, TDEV' "
+                "style='max-width:100%'>\n")
