@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-EXTRA_HINT = "install the report extra: pip install '.[report]'"
+EXTRA_HINT = "install the report extra: pip install 'tsq-gateway[report]'"
 _UNITS = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "min": 60e9, "h": 3600e9}
 
 
