@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tsq import clock
 from tsq.auth import Verifier, load_verify_key
-from tsq.fieldlog import GATEWAY_MODEL_FIELDS, GATEWAY_SAMPLE_FIELDS, FieldLog
+from tsq.fieldlog import GATEWAY_MODEL, GATEWAY_SAMPLES, FieldLog, ModelRow, SampleRow
 from tsq.gateway.control import ControlServer, default_control_path
 from tsq.gateway.driftfile import SAVE_INTERVAL_S as DRIFT_SAVE_INTERVAL_S
 from tsq.gateway.driftfile import load_drift, save_drift
@@ -26,6 +26,7 @@ from tsq.gateway.status_cli import summary_line
 from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
 from tsq.outputs.refclock import RefclockOutput
 from tsq.outputs.sysclock import SysclockError, SystemClockAdjuster
+from tsq.quic import compat
 from tsq.quic.client import TsqClient, TsqError
 from tsq.quic.trust import normalise_pin
 from tsq.session.scheduler import SchedulerConfig, SourceScheduler
@@ -121,6 +122,19 @@ def trust_verifier(verify_key: Optional[str], key_id: int, require_signature: bo
             raise ValueError("--require-signature needs --verify-key FILE (the key to check them with)")
         return None
     return Verifier({key_id: load_verify_key(verify_key)})
+
+
+CAPABILITIES = compat.capabilities()
+
+
+def client_status(client: TsqClient) -> Dict[str, Any]:
+    """What the QUIC edge knows of one source, merged into its `sources` entry of the status: the
+    negotiated ALPN (tsq/1 is the deployed implementation's), connections and resumptions, and the
+    responses discarded under draft §6.6 with the last reason."""
+    return {"alpn": client.alpn_protocol, "connected": client.connected, "connections": client.connections,
+            "resumed": client.resumed, "discarded": client.discarded_responses,
+            "last_discard": client.discards[-1] if client.discards else None,
+            "fell_back_to_streams": bool(client.fallbacks)}
 
 
 def _instant() -> tuple[int, int]:
@@ -225,6 +239,16 @@ class SyncRunner:
                                        "last_action": None if last is None else last.kind}
         if outputs:
             st["outputs"] = outputs
+        for src in st["sources"]:
+            client = self._clients.get(src.get("name", ""))
+            if client is not None:
+                src.update(client_status(client))
+        if self._sample_log is not None:
+            st["logging"] = self._sample_log.health.to_json()
+        drift = {"file": self.config.drift_file, "at_start": self.drift_note, "error": self.drift_save_error}
+        if self.config.drift_file:
+            st["drift"] = drift
+        st["capabilities"] = CAPABILITIES.to_json()
         for key, fn in self._providers.items():
             try:
                 st[key] = fn()
@@ -264,25 +288,30 @@ class SyncRunner:
                 await metrics_http.close()
             if self.refclock is not None:
                 self.refclock.close()
-            self._close_logs()
+            # Flushing waits for the disk (up to its timeout): never on the loop itself.
+            await asyncio.get_running_loop().run_in_executor(None, self._close_logs)
             await control.close()
 
     def _open_logs(self) -> None:
         if not self.config.log_dir:
             return
         fs = self.config.fsync_interval_s
-        self._sample_log = FieldLog(self.config.log_dir, "gateway-samples", GATEWAY_SAMPLE_FIELDS,
-                                    fsync_interval_s=fs)
-        self._model_log = FieldLog(self.config.log_dir, "gateway-model", GATEWAY_MODEL_FIELDS,
-                                   fsync_interval_s=fs)
+        # Never raises for the disk: a directory that cannot be made, a full or read-only disk show
+        # in `status` ("logging") and the log resumes by itself (tsq.fieldlog).
+        self._sample_log = FieldLog(self.config.log_dir, GATEWAY_SAMPLES, fsync_interval_s=fs)
+        self._model_log = FieldLog(self.config.log_dir, GATEWAY_MODEL, fsync_interval_s=fs)
 
     def _close_logs(self) -> None:
         for lg in (self._sample_log, self._model_log):
             if lg is not None:
-                with contextlib.suppress(Exception):
-                    lg.flush(fsync=True)
+                lg.flush(fsync=True)
                 lg.close()
         self._sample_log = self._model_log = None
+
+    def _next_poll_s(self, now_raw: int) -> float:
+        """Seconds until the earliest next poll of any source (when the next model row is due)."""
+        due = min((s.next_poll(now_raw) for s in self.schedulers.values()), default=now_raw)
+        return round(max(0, due - now_raw) / NS_PER_S, 3)
 
     async def _poll_loop(self, name: str, client: TsqClient) -> None:
         sched = self.schedulers[name]
@@ -366,12 +395,14 @@ class SyncRunner:
         self._last_update_raw, self._last_update_real = raw, real
         st = self.status()
         if self._model_log is not None:
-            self._model_log.write({
-                "time_utc": st["time_utc"] or utc_iso(real), "state": st["state"],
-                "offset_ns": st["system_offset_ns"], "freq_ppm": st["freq_ppm"],
-                "error_bound_ns": st["error_bound_ns"], "sources": upd.sources,
-                "leap": st["leap"],
-            }, now_unix_ns=real)
+            row: ModelRow = {
+                "time_utc": self.model.utc_ns(raw), "raw_ns": raw, "poll_s": self._next_poll_s(raw),
+                "state": st["state"], "offset_ns": st["system_offset_ns"], "freq_ppm": st["freq_ppm"],
+                "freq_error_ppm": st["freq_error_ppm"], "error_bound_ns": st["error_bound_ns"],
+                "sources": f"{upd.agreeing}/{upd.configured}", "leap": st["leap"],
+                "reason": st.get("reason") or upd.reason,
+            }
+            self._model_log.write(row, now_unix_ns=real)
         line = summary_line(st)
         if not upd.decided:
             line += f"; {upd.reason}"
@@ -403,9 +434,11 @@ class SyncRunner:
         rel = outcome.relative_offset_ns
         if rel is None:  # no model yet: relative to the system clock, as `tsq query` prints it
             rel = ex.offset_ns - (real - raw)
-        self._sample_log.write({
-            "time_utc": st["time_utc"] or utc_iso(real), "server": ex.server, "mode": ex.mode,
-            "offset_ns": rel, "delay_ns": ex.delay_ns,
+        row: SampleRow = {
+            "time_utc": self.model.utc_ns(raw), "raw_ns": raw,
+            "poll_s": round(max(0, self.schedulers[ex.server].next_poll(raw) - raw) / NS_PER_S, 3),
+            "server": ex.server, "mode": ex.mode, "offset_ns": rel, "delay_ns": ex.delay_ns,
             "error_bound_ns": st["error_bound_ns"], "freq_ppm": st["freq_ppm"],
             "selection": src.get("selection"),
-        }, now_unix_ns=real)
+        }
+        self._sample_log.write(row, now_unix_ns=real)
