@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import logging
 import os
 import socket
@@ -35,6 +36,7 @@ from aioquic.quic.packet import (
     encode_quic_retry,
     encode_quic_version_negotiation,
 )
+from aioquic.tls import SessionTicket
 
 from tsq import clock, wire
 from tsq.quic import compat
@@ -188,6 +190,30 @@ class _Conn:
     flushed: bool = False     # the last thing done for the packet being handled was a flush
 
 
+class TicketStore:
+    """TLS session tickets this server issued, so a reconnecting gateway resumes its session (no
+    certificate chain on the wire again: bytes on a metered link). Bounded: the oldest go first;
+    each ticket is good once (a resumption takes it out), and expired ones are never resumed."""
+
+    def __init__(self, max_tickets: int) -> None:
+        self.max_tickets = max_tickets
+        self._tickets: Dict[bytes, SessionTicket] = {}
+
+    def add(self, ticket: SessionTicket) -> None:
+        self._tickets[ticket.ticket] = ticket
+        while len(self._tickets) > self.max_tickets:
+            del self._tickets[next(iter(self._tickets))]
+
+    def pop(self, label: bytes) -> Optional[SessionTicket]:
+        ticket = self._tickets.pop(label, None)
+        if ticket is None or ticket.not_valid_after < datetime.datetime.now(datetime.timezone.utc):
+            return None
+        return ticket
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+
 class TsqServer:
     """A TSQ server on one UDP socket. `await start()`, then it serves until `close()`."""
 
@@ -205,6 +231,7 @@ class TsqServer:
         )
         self.tokens = RetryTokens(config.retry_secret, config.token_lifetime_s)
         self.stats = ServerStats()
+        self.tickets = TicketStore(max(1024, 2 * config.max_connections))
         # By (signed, datagram): each path from stamp to wire has its own minimum; a stream answer
         # can leave faster than the datagram minimum, and T3 must never land after the departure.
         self.residual = stamp_paths()
@@ -382,7 +409,9 @@ class TsqServer:
         assert self._endpoint is not None
         source = str(addr[0])
         quic = QuicConnection(configuration=self.quic_config, original_destination_connection_id=original_cid,
-                              retry_source_connection_id=retry_cid)
+                              retry_source_connection_id=retry_cid,
+                              session_ticket_fetcher=self.tickets.pop,
+                              session_ticket_handler=self.tickets.add)
         compat.bound_connection(quic, max_streams_bidi=MAX_STREAMS)
         session = self.session_class(self.policy, self.stats, self.residual, source, self.limiter)
         holder: List[_Conn] = []
