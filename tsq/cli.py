@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("sync", "tsq.gateway.sync_cli"),
     ("status", "tsq.gateway.status_cli"),
     ("waitsync", "tsq.gateway.waitsync_cli"),
+    ("config", "tsq.gateway.config_cli"),
     ("pin", "tsq.quic.pin_cli"),
     ("bridge", "tsq.bridge.cli"),
     ("report", "tsq.report"),
