@@ -17,6 +17,7 @@ from tsq import __version__
 COMMANDS: list[tuple[str, str]] = [
     ("server", "tsq.quic.server_cli"),
     ("query", "tsq.quic.query"),
+    ("gateway", "tsq.gateway.gateway_cli"),
     ("sync", "tsq.gateway.sync_cli"),
     ("status", "tsq.gateway.status_cli"),
     ("waitsync", "tsq.gateway.waitsync_cli"),

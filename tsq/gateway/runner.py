@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from tsq import clock
 from tsq.auth import Verifier, load_verify_key
@@ -172,6 +172,8 @@ class SyncRunner:
         self._last_update_real: Optional[int] = None
         self.updates = 0
         self.notifier = SystemdNotifier()
+        self._running = False
+        self._closing: Set[asyncio.Future[None]] = set()
         self.drift_note: Optional[str] = None   # what became of the drift file at start, in words
         self.drift_save_error: Optional[str] = None
         if config.drift_file:
@@ -185,16 +187,54 @@ class SyncRunner:
         if config.refclock_sock:
             self.refclock = RefclockOutput(config.refclock_sock, config.refclock_time_bits)
         verifier = trust_verifier(config.verify_key, config.key_id, config.require_signature)
+        self._verifier = verifier
+        self._poll_tasks: Dict[str, asyncio.Task[None]] = {}
         for server in config.servers:
-            client = TsqClient(server, ca=config.ca, pin=config.pin, insecure=config.insecure,
-                               allow_legacy_alpn=config.allow_legacy_alpn, verifier=verifier,
-                               require_signature=verifier is not None, paired=config.paired,
-                               timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
-            if client.name in self._clients:
-                raise ValueError(f"server {client.name} given twice")
-            self._clients[client.name] = client
-            self.schedulers[client.name] = SourceScheduler(client.name, self.engine, SchedulerConfig(
-                backoff_max_ns=round(config.backoff_max_s * NS_PER_S)))
+            self._add_server(server)
+
+    def _add_server(self, server: str) -> str:
+        config = self.config
+        client = TsqClient(server, ca=config.ca, pin=config.pin, insecure=config.insecure,
+                           allow_legacy_alpn=config.allow_legacy_alpn, verifier=self._verifier,
+                           require_signature=self._verifier is not None, paired=config.paired,
+                           timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
+        if client.name in self._clients:
+            raise ValueError(f"server {client.name} given twice")
+        self._clients[client.name] = client
+        self.schedulers[client.name] = SourceScheduler(client.name, self.engine, SchedulerConfig(
+            backoff_max_ns=round(config.backoff_max_s * NS_PER_S)))
+        return client.name
+
+    def reconfigure(self, new: SyncConfig) -> List[str]:
+        """Apply a reloaded configuration's servers, log directory and verbosity while running (the
+        gateway's SIGHUP); returns what was done, one line each."""
+        lines: List[str] = []
+        old = self.config
+        self.config = new
+        want = {TsqClient(s).name: s for s in new.servers}
+        for name in [n for n in self._clients if n not in want]:
+            task = self._poll_tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+            client = self._clients.pop(name)
+            closing = asyncio.ensure_future(client.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            self.schedulers.pop(name, None)
+            self.engine.remove_source(name)
+            lines.append(f"reload: server {name} removed")
+        for name, spec in want.items():
+            if name not in self._clients:
+                self._add_server(spec)
+                if self._running:
+                    self._poll_tasks[name] = asyncio.create_task(
+                        self._poll_loop(name, self._clients[name]), name=f"tsq-poll-{name}")
+                lines.append(f"reload: server {name} added")
+        if new.log_dir != old.log_dir:
+            self._close_logs()   # fsyncs: a reload is rare and the old directory must be complete
+            self._open_logs()
+            lines.append(f"reload: field logs now in {new.log_dir or '(none)'}")
+        return lines or ["reload: applied"]
 
     # ------------------------------------------------------------------------------------ status
     def add_status_provider(self, key: str, fn: Callable[[], List[Dict[str, Any]]]) -> None:
@@ -268,16 +308,26 @@ class SyncRunner:
             if self.config.metrics_port is not None:
                 metrics_http = MetricsHttpServer(self.config.metrics_port, self.status)
                 await metrics_http.start()
-            tasks = [asyncio.create_task(self._poll_loop(name, client), name=f"tsq-poll-{name}")
-                     for name, client in self._clients.items()]
-            tasks.append(asyncio.create_task(self._tick_loop(), name="tsq-outputs"))
+            self._poll_tasks = {name: asyncio.create_task(self._poll_loop(name, client),
+                                                          name=f"tsq-poll-{name}")
+                                for name, client in self._clients.items()}
+            self._running = True
+            tasks = [asyncio.create_task(self._tick_loop(), name="tsq-outputs")]
             if self.refclock is not None:
                 tasks.append(asyncio.create_task(self._refclock_loop(self.refclock), name="tsq-refclock"))
             try:
-                # gather raises the first task's unexpected error; cancellation ends all of them
-                await asyncio.gather(*tasks)
+                # The output loops run until cancelled; a poll loop only ends with an unexpected
+                # error, which ends the runner (a reload may cancel single poll loops: not an error).
+                while True:
+                    watched = [*tasks, *self._poll_tasks.values()]
+                    done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                    for t in done:
+                        if not t.cancelled() and t.exception() is not None:
+                            raise t.exception()  # type: ignore[misc]
+                    self._poll_tasks = {n: t for n, t in self._poll_tasks.items() if not t.done()}
             finally:
-                await cancel_and_wait(tasks)
+                self._running = False
+                await cancel_and_wait([*tasks, *self._poll_tasks.values()])
         finally:
             self.notifier.stopping()
             self.save_drift()

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from dataclasses import fields
 from typing import Any, Dict
 
+from tsq.gateway.app import Gateway, serve
 from tsq.gateway.config import ConfigError, load_config
 from tsq.gateway.control import ControlError, default_control_path
-from tsq.gateway.runner import SyncConfig, SyncRunner
-
-log = logging.getLogger("tsq.sync")
+from tsq.gateway.runner import SyncConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "sync", help="keep a model of UTC from TSQ servers (the gateway daemon)",
+        "sync", help="keep a model of UTC from TSQ servers (the gateway without serial ports)",
         description="Poll TSQ servers over persistent QUIC connections, keep a model of UTC against "
         "CLOCK_MONOTONIC_RAW, log every sample, serve `tsq status`, and optionally discipline the "
-        "system clock or feed chronyd. Settings come from --config FILE and/or the flags (flags win).",
+        "system clock or feed chronyd. Settings come from --config FILE and/or the flags (flags win). "
+        "`tsq gateway` is the same with serial devices and /etc/tsq/tsq.toml read by default.",
     )
-    p.add_argument("--config", metavar="FILE", help="TOML configuration (see examples/tsq-sync.toml)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (see examples/tsq.toml)")
+    add_engine_arguments(p)
+    p.set_defaults(func=run, cli_name="tsq sync")
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of the engine and its outputs (shared by `tsq sync`, `tsq gateway`, the bridge)."""
     p.add_argument("--server", action="append", metavar="HOST[:PORT]",
                    help="TSQ server (repeatable; default port 443); replaces the config's list")
     p.add_argument("--mode", choices=("auto", "datagram", "stream"), help="exchange mode (default auto)")
@@ -70,71 +74,60 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     out.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics on 127.0.0.1:PORT")
     p.add_argument("--quiet", "-q", action="store_true", default=None, help="no status line per update")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> SyncConfig:
-    """SyncConfig from --config FILE overlaid with the flags given. Raises ConfigError."""
-    values: Dict[str, Any] = load_config(args.config) if args.config else {}
-    names = {f.name for f in fields(SyncConfig)}
-    for name in names:
-        if name == "servers":
+def flag_values(args: argparse.Namespace) -> Dict[str, Any]:
+    """The SyncConfig fields the flags set (None means "not given": the file or default stands)."""
+    values: Dict[str, Any] = {}
+    for f in fields(SyncConfig):
+        if f.name in ("servers", "ports"):
             continue
-        value = getattr(args, name, None)
+        value = getattr(args, f.name, None)
         if value is not None:
-            values[name] = value
-    if args.server:
+            values[f.name] = value
+    if getattr(args, "server", None):
         values["servers"] = list(args.server)
-    if not values.get("servers"):
+    if getattr(args, "ports", None):
+        values["ports"] = list(args.ports)
+    return values
+
+
+def config_from_args(args: argparse.Namespace, require_servers: bool = True) -> SyncConfig:
+    """SyncConfig from --config FILE overlaid with the flags given. Raises ConfigError."""
+    values: Dict[str, Any] = load_config(args.config) if getattr(args, "config", None) else {}
+    values.update(flag_values(args))
+    if require_servers and not values.get("servers"):
         raise ConfigError("no TSQ server: give --server HOST[:PORT] or `servers` in --config FILE")
-    return SyncConfig(**values)
+    try:
+        return SyncConfig(**values)
+    except TypeError as exc:  # pragma: no cover - the schema and the flags only carry known fields
+        raise ConfigError(str(exc)) from None
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, require_servers: bool = True) -> int:
+    """Start a gateway from parsed flags (`tsq sync`, `tsq gateway`, the bridge): exit 0 when
+    stopped by a signal, 1 when it failed while running, 2 for a bad configuration."""
+    name = getattr(args, "cli_name", "tsq")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("quic").setLevel(logging.WARNING)
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, require_servers)
     except ConfigError as exc:
-        print(f"tsq sync: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     if config.insecure:
-        print("tsq sync: WARNING: --insecure: server certificates are not checked; anyone on the path "
+        print(f"{name}: WARNING: --insecure: server certificates are not checked; anyone on the path "
               "can feed this gateway a false time", file=sys.stderr)
     if config.dry_run and not config.adjust_system:
-        print("tsq sync: --dry-run only applies to --adjust-system", file=sys.stderr)
+        print(f"{name}: --dry-run only applies to --adjust-system", file=sys.stderr)
     try:
-        runner = SyncRunner(config)
+        gateway = Gateway(config, getattr(args, "config", None), flag_values(args))
     except (OSError, ValueError) as exc:
-        print(f"tsq sync: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_main(runner))
-    except (ControlError, OSError) as exc:   # control socket in use, log directory not writable
-        print(f"tsq sync: {exc}", file=sys.stderr)
+        return asyncio.run(serve(gateway))
+    except (ControlError, OSError) as exc:   # the control socket is in use or may not be trusted
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
-
-
-async def _main(runner: SyncRunner) -> int:
-    loop = asyncio.get_running_loop()
-    task = asyncio.create_task(runner.run())
-    stopping = []
-
-    def stop(signame: str) -> None:
-        stopping.append(signame)
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop, sig.name)
-    log.info("%d server(s), control socket %s", len(runner.config.servers), runner.control_path)
-    if runner.drift_note:
-        log.info("%s", runner.drift_note)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not stopping:
-            raise
-    log.info("stopped (%s)", stopping[0] if stopping else "done")
-    return 0

@@ -196,6 +196,11 @@ class Engine:
                 src.filter.set_prior(*self._prior)
             self.sources[name] = src
 
+    def remove_source(self, name: str) -> None:
+        """A server taken out of the configuration: it no longer counts, votes or is shown."""
+        self.sources.pop(name, None)
+        self._news = True   # the next round re-selects without it
+
     def _source(self, name: str) -> _Source:
         self.add_source(name)
         return self.sources[name]

@@ -186,13 +186,15 @@ class RelayProcess(_Proc):
 
 
 class SyncProcess(_Proc):
-    """`tsq sync` against `servers`, with its control socket and log directory under `workdir`."""
+    """`tsq sync` (or `command`: `gateway`) against `servers`, with its control socket and log
+    directory under `workdir`."""
 
     def __init__(self, servers: Sequence[str], workdir: str, *, ca: Optional[str] = None,
-                 extra: Sequence[str] = (), log: bool = True, timeout: float = 20.0) -> None:
+                 extra: Sequence[str] = (), log: bool = True, timeout: float = 20.0,
+                 command: str = "sync") -> None:
         self.control = os.path.join(workdir, "control.sock")
         self.log_dir = os.path.join(workdir, "log")
-        args = [sys.executable, "-m", "tsq", "sync", "--control", self.control]
+        args = [sys.executable, "-m", "tsq", command, "--control", self.control]
         for s in servers:
             args += ["--server", s]
         if ca:
