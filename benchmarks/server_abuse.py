@@ -181,7 +181,7 @@ def main() -> int:
         ap.error("bounded: 1-1000 sources, at most 200000 packets over at most 120 s")
     tmp = tempfile.mkdtemp(prefix="tsq-abuse-")
     cert, key, pin = write_keys(tmp)
-    proc = subprocess.Popen([sys.executable, "-m", "tsq.server", "--listen", "127.0.0.1:0", "--cert", cert,
+    proc = subprocess.Popen([sys.executable, "-m", "tsq", "server", "--listen", "127.0.0.1:0", "--cert", cert,
                              "--key", key, "--max-connections", str(args.max_connections), "--stats-interval",
                              "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:

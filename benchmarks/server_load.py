@@ -487,7 +487,7 @@ def main() -> int:
     conns = [int(x) for x in args.conns.split(",")]
     tmp = tempfile.mkdtemp(prefix="tsq-load-")
     cert, key, pin = write_keys(tmp)
-    tsq_cmd = [sys.executable, "-m", "tsq.server", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key,
+    tsq_cmd = [sys.executable, "-m", "tsq", "server", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key,
                "--rate-per-source", "1e9", "--max-connections-per-source", "100000", "--stats-interval", "0"]
     servers = {
         "tsq server": tsq_cmd,

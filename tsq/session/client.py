@@ -572,13 +572,33 @@ class ClientSession:
         try:
             check(ex, raw_to_unix_ns=now.real_ns - now.raw_ns, max_offset_ns=self.options.max_offset_ns)
         except SampleRejected as exc:
-            # Draft §6.6: nothing from an invalid response is used — not its report of the previous
-            # exchange's T3, and it cannot itself be refined later.
-            self.previous = None
-            self.last_interleaved = None
+            if self._only_the_basic_t3_is_late(ex, now):
+                # The basic T3 is an estimate stamped before the packet left (plus the measured
+                # stamp-to-wire minimum): on a µs round trip it can land after the real departure and
+                # make the round trip non-positive. Not a sample — but the kernel-stamped T3 this
+                # answer reports for the previous exchange is sound, and this exchange's own T3 may
+                # still be completed by the next report (docs/wire.md "Interleaved T3").
+                self._interleave(resp, p.nonce, ex, now)
+            else:
+                # Draft §6.6: nothing else of an invalid response is used — not its report of the
+                # previous exchange's T3, and it cannot itself be refined later.
+                self.previous = None
+                self.last_interleaved = None
             raise TsqInvalidResponse(f"{self.name}: {exc} (§6.6)") from exc
         refined = self._interleave(resp, p.nonce, ex, now)
         return _Answer(ex, payload, refined)
+
+    def _only_the_basic_t3_is_late(self, ex: Exchange, now: Instant) -> bool:
+        """Whether the exchange passes §6.6 with any T3 in [T2, T2 + T4 - T1): only its basic T3
+        put the round trip at or below zero (T1 < T4, T2 sane, offset within the threshold)."""
+        if not self.options.interleaved or ex.t4_raw <= ex.t1_raw or ex.t3_unix < ex.t2_unix:
+            return False
+        try:
+            check(dataclasses.replace(ex, t3_unix=ex.t2_unix), raw_to_unix_ns=now.real_ns - now.raw_ns,
+                  max_offset_ns=self.options.max_offset_ns)
+        except SampleRejected:
+            return False
+        return True
 
     def _check_signature(self, resp: wire.Response) -> None:
         opts = self.options
