@@ -15,7 +15,7 @@ from tsq.gateway.config import ConfigError, load_config, parse_config
 from tsq.gateway.runner import SyncConfig
 from tsq.gateway.sync_cli import add_parser, config_from_args
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "tsq-sync.toml")
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "tsq.toml")
 
 
 def test_documented_example_loads() -> None:

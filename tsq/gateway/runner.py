@@ -45,7 +45,7 @@ REFCLOCK_INTERVAL_S = 0.25   # chronyd's SOCK refclock takes the median of the s
 
 @dataclass
 class SyncConfig:
-    """Everything `tsq sync` can be told (CLI flags or the TOML file; see examples/tsq-sync.toml)."""
+    """Everything `tsq sync` can be told (CLI flags or the TOML file; see examples/tsq.toml)."""
 
     servers: List[str] = field(default_factory=list)   # "HOST[:PORT]"
     ca: Optional[str] = None
