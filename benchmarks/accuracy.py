@@ -60,8 +60,8 @@ class Truth:
 
 def start_server(extra: Sequence[str] = ()) -> Tuple[subprocess.Popen[str], int, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tsq", "server", "--ephemeral", "--listen", "127.0.0.1:0", "--stats-interval", "0",
-         *extra],
+        [sys.executable, "-m", "tsq", "server", "--ephemeral", "--listen", "127.0.0.1:0",
+         "--stats-interval", "0", *extra],
         stdout=subprocess.PIPE, text=True, cwd=os.path.join(os.path.dirname(__file__), ".."),
     )
     assert proc.stdout is not None

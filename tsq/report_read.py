@@ -158,7 +158,12 @@ def read_stream(paths: Iterable[str], stream: str, key: Optional[str], required:
                 # a column the file lacks reads the empty cell appended to every row (index -1)
                 getter = operator.itemgetter(*[info.columns.index(c) if c in info.columns else -1
                                                for c in columns])
-                pick = getter if len(columns) > 1 else (lambda parts, g=getter: (g(parts),))
+                if len(columns) > 1:
+                    pick = getter
+                else:
+                    def pick_one(parts: List[str], g: Callable[[List[str]], str] = getter) -> Tuple[str, ...]:
+                        return (g(parts),)
+                    pick = pick_one
                 ncols = len(info.columns)
                 kidx = info.columns.index(key) if key else -1
                 h = hosts.get(info.host)

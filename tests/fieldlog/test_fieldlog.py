@@ -390,7 +390,9 @@ def test_a_compressor_child_that_cannot_start_falls_back_to_this_process(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tsq.fieldlog_writer as writer
 
-    monkeypatch.setattr(writer, "_PACKAGE_PARENT", str(tmp_path / "no-tsq-here"))  # the child's import fails
+    # a child that dies before it says anything (as when it cannot import tsq); patching only the
+    # path would not do where tsq is installed in site-packages (tox), which -I still searches
+    monkeypatch.setattr(writer, "_CHILD", "import sys; sys.exit('ImportError: No module named tsq')")
     with FieldLog(tmp_path, "devices") as log:
         log.write({"device": "0x1", "residual_ns": 1}, now_unix_ns=T0)
         log.write({"device": "0x1", "residual_ns": 2}, now_unix_ns=T0 + DAY)

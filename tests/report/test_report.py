@@ -348,7 +348,7 @@ def test_without_numpy_report_names_the_extra(tmp_path: Path) -> None:
     )
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                        timeout=60)
-    _one_line_error(p, "install the report extra: pip install '.[report]'")
+    _one_line_error(p, "install the report extra: pip install 'tsq-gateway[report]'")
 
 
 # -- damage, plots ------------------------------------------------------------------------------------

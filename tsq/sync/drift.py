@@ -84,7 +84,7 @@ def _integer(obj: Any, key: str) -> int:
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise DriftError(f"{key} is not an integer: {value!r}")
-    return value
+    return int(value)
 
 
 def judge(record: DriftRecord, realtime_ns: int, wander_ppb_per_rt_s: float,
