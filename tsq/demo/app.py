@@ -13,17 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from tsq.bridge.service import Bridge, BridgeConfig
 from tsq.clock import raw_ns
 from tsq.demo.firmware import FirmwareError, SimulatedDevice, build_host_firmware
 from tsq.demo.pki import make_pki
 from tsq.demo.standin import StandInDevice
+from tsq.fieldlog_files import truth_line
 from tsq.gateway.runner import SyncConfig, SyncRunner
 from tsq.gateway.systemmodel import SystemClockModel
 from tsq.quic.server import ServerConfig, TsqServer
@@ -85,7 +87,7 @@ async def _start_server(tmp: str) -> tuple[Any, str]:
     return server, pki.server_pin
 
 
-def _start_devices(n: int, tmp: str) -> list[Any]:
+def _start_devices(n: int, tmp: str, truth_dir: Optional[str] = None) -> list[Any]:
     """Simulated devices on ptys: the real firmware core (host build, compiled now with the system C
     compiler); where it cannot be built, Python stand-ins speaking the same protocol, said once."""
     devices: list[Any] = []
@@ -99,7 +101,7 @@ def _start_devices(n: int, tmp: str) -> list[Any]:
             devices.append(dev)
         return devices
     for i in range(n):
-        devices.append(SimulatedDevice(tmp, device_id=0xD0000001 + i, binary=binary,
+        devices.append(SimulatedDevice(tmp, device_id=0xD0000001 + i, binary=binary, truth_dir=truth_dir,
                                        drift_ppm=DEVICE_SKEWS_PPM[i % len(DEVICE_SKEWS_PPM)],
                                        offset_ms=3.0 * (i + 1)))
     return devices
@@ -116,6 +118,7 @@ async def _demo(args: argparse.Namespace) -> int:
     tasks: list[asyncio.Task[Any]] = []
     server: Any = None
     devices: list[Any] = []
+    truth: Optional[TextIO] = None
     try:
         model: Any
         source_note: str
@@ -130,8 +133,12 @@ async def _demo(args: argparse.Namespace) -> int:
             # The system clock is the demo's reference by construction: vouch for it to 1 µs.
             model = SystemClockModel(assume_bound_ns=1000)
             source_note = "system clock (as reference)"
+        if args.log:
+            os.makedirs(args.log, exist_ok=True)
+            # closed in the finally below: it lives as long as the demo
+            truth = open(os.path.join(args.log, "truth-gateway.log"), "a", encoding="ascii")  # noqa: SIM115
         try:
-            devices = _start_devices(args.devices, tmp) if args.devices > 0 else []
+            devices = _start_devices(args.devices, tmp, args.log) if args.devices > 0 else []
         except (ImportError, AttributeError, OSError) as exc:
             print(f"tsq demo: no simulated devices ({exc})", file=sys.stderr)
             devices = []
@@ -151,7 +158,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     print(f"tsq demo: {t.exception()!r}", file=sys.stderr)
                     return 1
-            _print_table(model, bridge, devices)
+            _print_table(model, bridge, devices, truth)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
         return 0
@@ -162,26 +169,37 @@ async def _demo(args: argparse.Namespace) -> int:
                 d.close()
         if server is not None:
             server.close()
+        if truth is not None:
+            truth.close()
         tmp_ctx.cleanup()
 
 
-def _print_table(model: Any, bridge: Bridge, devices: list[Any]) -> None:
+_TRUTH_STATE = {"synchronised": 1, "holdover": 2}
+
+
+def _print_table(model: Any, bridge: Bridge, devices: list[Any], truth: Optional[TextIO] = None) -> None:
     before = time.time_ns()
     raw = raw_ns()
     after = time.time_ns()
     utc = model.utc_ns(raw)
     # The server serves this machine's system clock: that is the truth the gateway is judged by.
-    true_err = None if utc is None else utc - (before + after) // 2
+    realtime = (before + after) // 2
+    true_err = None if utc is None else utc - realtime
+    if truth is not None:  # truth-gateway.log beside the field logs, which `tsq report` reads
+        bound = model.error_bound_ns(raw)
+        truth.write(truth_line(realtime, utc if bound is not None else None, bound,
+                               _TRUTH_STATE.get(model.state(raw), 0)))
+        truth.flush()
     stamp = time.strftime("%H:%M:%S")
     lines = [f"{stamp} {'clock':<14} {'state':<15} {'bound':>10} {'true error':>11} {'line delay':>11}",
              f"{'':8} {'gateway':<14} {model.state(raw):<15} {_fmt_ns(model.error_bound_ns(raw)):>10} "
              f"{_fmt_ns(true_err):>11} {'-':>11}"]
     for i, st in enumerate(bridge.status()):
-        truth = None
+        dev_err = None
         if i < len(devices):
             with contextlib.suppress(Exception):
-                truth = devices[i].true_error_ns()
+                dev_err = devices[i].true_error_ns()
         name = st["device"] or st["port"].rsplit("/", 1)[-1]
         lines.append(f"{'':8} {name:<14} {st['state']:<15} {_fmt_ns(st['bound_ns']):>10} "
-                     f"{_fmt_ns(truth):>11} {_fmt_ns(st['line_delay_ns']):>11}")
+                     f"{_fmt_ns(dev_err):>11} {_fmt_ns(st['line_delay_ns']):>11}")
     print("\n".join(lines), flush=True)

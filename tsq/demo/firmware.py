@@ -60,11 +60,13 @@ class SimulatedDevice:
     """One firmware process on its own pty; `path` is the port the bridge opens."""
 
     def __init__(self, directory: str, *, device_id: int, drift_ppm: float = 0.0, offset_ms: float = 0.0,
-                 wander: float = 0.0, binary: Optional[Path] = None, extra: Tuple[str, ...] = ()) -> None:
+                 wander: float = 0.0, binary: Optional[Path] = None, extra: Tuple[str, ...] = (),
+                 truth_dir: Optional[str] = None) -> None:
         self.directory = Path(directory)
         self.device_id = device_id
         self.path = str(self.directory / f"ttyTSQ{device_id:08x}")
-        self.truth_path = self.directory / f"truth-{device_id:08x}.log"
+        # truth_dir: e.g. the field-log directory, where `tsq report` finds truth-<id>.log by itself
+        self.truth_path = Path(truth_dir or directory) / f"truth-{device_id:08x}.log"
         exe = binary or build_host_firmware()
         self.proc = subprocess.Popen(
             [str(exe), "--link", self.path, "--device-id", hex(device_id), "--drift-ppm", str(drift_ppm),
