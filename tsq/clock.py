@@ -8,8 +8,10 @@ same functions; the shared types (`ClockError`, `Correlation`, `PpsEvent`, `Time
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Tuple
 
 from tsq._kerneltime import (
     KernelClockStatus,
@@ -38,7 +40,9 @@ from tsq._pyclock import (
     wait_tx_timestamps,
 )
 
-if TYPE_CHECKING or os.environ.get("TSQ_PURE_PYTHON", "") not in ("", "0"):
+# The functions each backend implements, listed once: the type checker reads their signatures from
+# the pure-Python twin, and at run time they are taken from whichever backend loads.
+if TYPE_CHECKING:
     from tsq._pyclock import (
         PhcClock,
         PpsDevice,
@@ -63,60 +67,25 @@ if TYPE_CHECKING or os.environ.get("TSQ_PURE_PYTHON", "") not in ("", "0"):
         write_stamped,
     )
 
-    BACKEND = "python"
-else:
+_BACKEND_API = (
+    "PhcClock", "PpsDevice", "RealtimeToRaw", "clock_ns", "correlate", "drain_tx_stamps", "ioctl_numbers",
+    "ntp64_to_unix_ns", "raw_ns", "read_ntp64", "realtime_ns", "recv_batch", "send_batch",
+    "socket_constants", "stamp_ntp64", "struct_sizes", "tai_ns", "unix_ns_to_ntp64",
+    "wait_readable_stamped", "write_ntp64", "write_stamped",
+)
+
+
+def _load_backend() -> Tuple[ModuleType, str]:
+    if os.environ.get("TSQ_PURE_PYTHON", "") not in ("", "0"):
+        return importlib.import_module("tsq._pyclock"), "python"
     try:
-        from tsq._fastclock import (
-            PhcClock,
-            PpsDevice,
-            RealtimeToRaw,
-            clock_ns,
-            correlate,
-            drain_tx_stamps,
-            ioctl_numbers,
-            ntp64_to_unix_ns,
-            raw_ns,
-            read_ntp64,
-            realtime_ns,
-            recv_batch,
-            send_batch,
-            socket_constants,
-            stamp_ntp64,
-            struct_sizes,
-            tai_ns,
-            unix_ns_to_ntp64,
-            wait_readable_stamped,
-            write_ntp64,
-            write_stamped,
-        )
-
-        BACKEND = "cython"
+        return importlib.import_module("tsq._fastclock"), "cython"
     except ImportError:
-        from tsq._pyclock import (
-            PhcClock,
-            PpsDevice,
-            RealtimeToRaw,
-            clock_ns,
-            correlate,
-            drain_tx_stamps,
-            ioctl_numbers,
-            ntp64_to_unix_ns,
-            raw_ns,
-            read_ntp64,
-            realtime_ns,
-            recv_batch,
-            send_batch,
-            socket_constants,
-            stamp_ntp64,
-            struct_sizes,
-            tai_ns,
-            unix_ns_to_ntp64,
-            wait_readable_stamped,
-            write_ntp64,
-            write_stamped,
-        )
+        return importlib.import_module("tsq._pyclock"), "python"
 
-        BACKEND = "python"
+
+_backend, BACKEND = _load_backend()
+globals().update({name: getattr(_backend, name) for name in _BACKEND_API})
 
 __all__ = [
     "BACKEND",

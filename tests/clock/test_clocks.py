@@ -116,3 +116,17 @@ def test_shared_types_whatever_the_backend() -> None:
     assert clock.ClockError is py.ClockError and clock.Correlation is py.Correlation
     assert issubclass(clock.PpsTimeout, clock.ClockError) and issubclass(clock.PpsTimeout, TimeoutError)
     assert clock.BACKEND in ("cython", "python")
+
+
+def test_the_clock_api_is_whole_on_either_backend() -> None:
+    import tsq._pyclock as pure
+    import tsq.clock as api
+
+    for name in api.__all__:
+        assert hasattr(api, name), name
+    # every backend function the facade takes exists in the pure twin, whose signatures mypy reads
+    for name in api._BACKEND_API:
+        assert hasattr(pure, name), name
+        if api.BACKEND == "cython":
+            import tsq._fastclock as fast
+            assert getattr(api, name) is getattr(fast, name)
