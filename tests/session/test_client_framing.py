@@ -260,3 +260,16 @@ def test_request_complete() -> None:
 ])
 def test_response_complete(expect: Expectation, message: bytes, complete: bool) -> None:
     assert response_complete(message, expect) is complete
+
+
+def test_a_precision_request_is_padded_to_its_target_or_two_past_it_never_one_short() -> None:
+    """No Padding TLV is one byte long (§6.3.1: type and length alone take two): a request one byte
+    short of its target is padded two bytes past it instead."""
+    from tsq import wire
+    from tsq.session.client import ClientOptions, ClientSession
+
+    bare = len(ClientSession(ClientOptions(name="srv", precision_size=1)).request_bytes(bytes(16))[0])
+    for size in range(bare, bare + 6):
+        data, expect = ClientSession(ClientOptions(name="srv", precision_size=size)).request_bytes(bytes(16))
+        assert len(data) == (size + 2 if size == bare + 1 else size), size
+        assert wire.decode_request(data).precision and expect.request_size == len(data)

@@ -181,3 +181,19 @@ def test_paired_mode_survives_a_lost_partner(make_link: LINK) -> None:
     # wants a refinement made before its partner, so a second pair follows and 7 is the sample.
     assert [o.key for o in link.sent[5:]] == [6, 7, 8, 9]
     assert third.interleaved and third.exchange.t1_raw == link.t1[7]
+
+
+def test_an_answer_whose_only_fault_is_a_late_basic_t3_still_delivers_its_report(
+        make_link: LINK, kit: Any) -> None:
+    """A basic T3 so late that the round trip comes out non-positive (a server whose late-T3 stamp
+    lagged) fails §6.6 for that exchange only: its kernel-stamped report of the previous one holds."""
+    link = make_link(serve=False)
+    job, previous, nonce = warm_then_sample(link)
+    reported = previous.t3_unix + 3 * US
+    out = link.sent[-1]
+    link.datagram(link.reply(out, t2=link.utc - MS, t3=link.utc + 5 * MS,
+                             metadata=(("xleave-tx", kit.format_xleave(nonce, reported)),)))
+    done = link.done(job)
+    assert done is not None and done.error is None and done.interleaved
+    assert done.exchange.t1_raw == previous.t1_raw
+    assert done.exchange.t3_unix == kit.ntp_round(reported)

@@ -216,3 +216,16 @@ def test_a_source_coming_back_without_a_fresh_sample_does_not_confirm_the_model(
         e.on_timeout("b", t + 8 * NS)
     up = e.update(t + 9 * NS)                         # b leaves; a alone keeps the confirmation
     assert up is not None and up.decided and not up.refreshed and up.state == "synchronised"
+
+
+def test_a_removed_source_no_longer_counts_or_votes() -> None:
+    e = Engine()
+    for name in ("a", "b", "c"):
+        e.add_source(name)
+    assert e.quorum == 2
+    e.remove_source("b")
+    e.remove_source("never-there")         # nothing to remove: no error
+    assert sorted(e.sources) == ["a", "c"] and e.quorum == 2
+    t = feed(e, "a", 10 * NS)
+    up = e.update(t)
+    assert up is not None and up.configured == 2

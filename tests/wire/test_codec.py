@@ -223,3 +223,25 @@ def test_dataclasses_are_frozen() -> None:
 def test_signed_data_is_not_part_of_equality() -> None:
     a = Response(NONCE, 1, 2, signed_data=b"abc")
     assert a == Response(NONCE, 1, 2)
+
+
+def test_unknown_tlvs_to_encode_must_really_be_unknown() -> None:
+    for t in (0, wire.NONCE):
+        with pytest.raises(wire.WireError):
+            wire.encode_request(wire.Request(nonce=bytes(16), unknown=(wire.Tlv(t, b""),)))
+
+
+def test_a_signer_that_breaks_its_declared_length_is_refused() -> None:
+    class ShortSigner:
+        algorithm, key_id, signature_length = 1, 7, 32
+
+        def sign(self, data: bytes) -> bytes:
+            return bytes(31)
+
+    with pytest.raises(wire.WireError, match="31 bytes, declared 32"):
+        wire.signature_tlv(ShortSigner(), b"tlvs")
+
+
+def test_unknown_tlvs_to_encode_must_be_tlvs() -> None:
+    with pytest.raises(wire.WireError, match="must be Tlv instances"):
+        wire.encode_request(wire.Request(nonce=bytes(16), unknown=((200, b""),)))  # type: ignore[arg-type]

@@ -370,9 +370,9 @@ class ClientSession:
 
     def _resume(self, p: _Pending, now: Instant, answer: Optional[_Answer],
                 error: Optional[TsqError]) -> None:
-        gen = self._jobs.get(p.job)
-        if gen is None:
-            return
+        # A job waits on at most one request and only ends while running (in `_step`), so the job
+        # of a pending request is always there.
+        gen = self._jobs[p.job]
         if error is not None:
             self._step(p.job, now, _thrower(gen, error))
         else:
