@@ -116,7 +116,7 @@ def test_malformed_response_is_rejected_named_and_counted(server: ScriptedThread
     misbehave(once)
 
     async def go() -> None:
-        c = tsq_client(server.port, timeout_s=0.3)
+        c = tsq_client(server.port, timeout_s=2.0)
         await c.connect()
         await expect_rejected(c, mode, reason)
         ex = await c.exchange(mode)
@@ -135,7 +135,7 @@ def test_no_sample_ever_from_a_server_that_always_lies(server: ScriptedThread, m
     misbehave(lambda ctx: [ctx.reply(lambda t3: retimed(ctx.honest(t3), t2=0.001 + (t3 - ctx.t2) / NS))])
 
     async def go() -> None:
-        c = tsq_client(server.port, timeout_s=0.3)
+        c = tsq_client(server.port, timeout_s=2.0)
         got = []
         for mode in ("stream", "datagram"):
             try:
