@@ -63,7 +63,9 @@ user)
     else
         echo "probe: qemu-user carries kernel socket timestamps: no test skips for want of them"
     fi
-    pytest_here $USER_TESTS
+    # not the slow simulations (minutes of simulated days each, no platform-specific code beyond
+    # what the fast engine tests run): under emulation they outlast pytest's 300 s timeout
+    pytest_here -m "not slow" $USER_TESTS
     ;;
 vm)
     echo "kernel: $(uname -srm)"

@@ -245,3 +245,15 @@ def test_a_signer_that_breaks_its_declared_length_is_refused() -> None:
 def test_unknown_tlvs_to_encode_must_be_tlvs() -> None:
     with pytest.raises(wire.WireError, match="must be Tlv instances"):
         wire.encode_request(wire.Request(nonce=bytes(16), unknown=((200, b""),)))  # type: ignore[arg-type]
+
+
+def test_an_acked_response_one_byte_over_the_request_drops_the_ack_and_stays_one_byte_short() -> None:
+    """§6.4 wants equal lengths for an ack; without its 2-byte ack the response is one byte short of
+    the request, which no TLV can fill: it goes unacknowledged and unpadded, never longer than asked
+    (found by hypothesis on the trixie-armhf lane; the rule is the same on every platform)."""
+    req = wire.Request(nonce=bytes(16), precision=True, metadata=(("k", "v"),))
+    acked = wire.ResponseBuilder(req, 1 << 32).size
+    b = wire.ResponseBuilder(req, 1 << 32, pad_to=acked - 1)
+    out = b.finish()
+    assert not b.precision_acked and not b.padded_exactly
+    assert len(out) == acked - 2 and not wire.decode_response(out).precision
