@@ -16,7 +16,8 @@ USER_TESTS="tests/clock tests/wire tests/bridge/test_frames.py tests/sync"
 
 pytest_here() {
     # -P: import the installed tsq, not the tree in the current directory
-    python3 -P -m pytest -p no:cacheprovider -q -rfEs --color=no --durations=5 "$@"
+    # --timeout: emulation is 10-30x slower than the host, and the property tests sign and verify
+    python3 -P -m pytest -p no:cacheprovider -q -rfEs --color=no --durations=5 --timeout=900 "$@"
 }
 
 check_backend() {
