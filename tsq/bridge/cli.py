@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from typing import Any, Optional, Sequence, Tuple
 
+from tsq.bridge.links import PROFILES
 from tsq.bridge.service import Bridge, BridgeConfig, model_status
 from tsq.gateway.control import ControlServer, default_control_path
 from tsq.tasks import cancel_and_wait
@@ -48,6 +50,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="with --source system: vouch for the system clock to within NS even when the "
                         "kernel reports it unsynchronised (e.g. a clock that is itself the reference)")
     p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
+    p.add_argument("--link", choices=["auto", *PROFILES], default="auto",
+                   help="what the serial line is, for its timing: 'auto' (default) detects it from "
+                        "sysfs (the tty's driver; a pty or an unknown one: pty)")
     p.add_argument("--nmea", action="store_true",
                    help="emit $GPZDA/$GPRMC at the top of each UTC second instead of the binary protocol")
     p.add_argument("--nmea-position", type=_position, metavar="LAT,LON",
@@ -101,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
         ping_interval_s=args.ping_interval, warmup_ping=not args.single_ping,
         backoff_initial_s=args.backoff_initial,
         backoff_max_s=args.backoff_max, log_dir=args.log, fsync_interval_s=args.fsync_interval,
+        link=args.link, source=(f"the engine ({', '.join(args.server)})" if args.server
+                                else "this host's clock"),
     )
+    # The start line and the device events (tsq.bridge) go to stderr, as the gateway's log does.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return asyncio.run(_main(args, config))
     except KeyboardInterrupt:

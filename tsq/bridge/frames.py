@@ -201,7 +201,8 @@ def check_fields(msg: Message) -> Message:
             raise ImplausibleFrame(f"HELLO tick rate {msg.tick_hz} Hz outside {MIN_TICK_HZ}..{MAX_TICK_HZ}")
     elif isinstance(msg, Pong):
         if msg.t3_ticks < msg.t2_ticks:
-            raise ImplausibleFrame(f"PONG sent (t3 {msg.t3_ticks}) before its PING arrived (t2 {msg.t2_ticks})")
+            raise ImplausibleFrame(
+                f"PONG sent (t3 {msg.t3_ticks}) before its PING arrived (t2 {msg.t2_ticks})")
     elif isinstance(msg, Status) and msg.state >= STATUS_STATES:
         raise ImplausibleFrame(f"STATUS state {msg.state} is not one of 0..{STATUS_STATES - 1}")
     return msg
