@@ -30,6 +30,8 @@ from tsq.clock import raw_ns
 
 log = logging.getLogger("tsq.bridge")
 
+DROP_LOG_INTERVAL_S = 10.0
+
 
 class DeviceDriver:
     """Runs a DeviceSession over a PortLink: pings every interval, a TIMESCALE after each good ping.
@@ -64,6 +66,9 @@ class DeviceDriver:
         self._outbox: list[bytes] = []
         self._resets_logged = 0
         self._drop_logged = ""
+        self._drop_logged_at = -DROP_LOG_INTERVAL_S
+        self._bad_seen = 0
+        self._bad_logged = 0
         self._silent = False
         self._implausible_before = 0
 
@@ -108,13 +113,16 @@ class DeviceDriver:
             log.info("%s: device reset (its ticks went back without a HELLO; resets %d)",
                      self.link.path, s.resets)
         self._resets_logged = s.resets
-        decoder = s.decoder
-        why = str(getattr(decoder, "last_error", ""))
-        if why and why != self._drop_logged:
-            # One line per distinct reason: a noisy line repeats the same reason many times.
-            self._drop_logged = why
-            log.warning("%s: dropped a device frame: %s (bad frames so far %d)", self.link.path, why,
-                        s.bad_frames)
+        bad = s.bad_frames
+        if bad > self._bad_seen:
+            why = str(getattr(s.decoder, "last_error", "")) or "bad frame"
+            now = time.monotonic()
+            # A new reason, at most one line per DROP_LOG_INTERVAL_S: a noisy line must not flood.
+            if why != self._drop_logged and now - self._drop_logged_at >= DROP_LOG_INTERVAL_S:
+                log.warning("%s: dropped %d device frame(s), the last: %s (bad frames so far %d)",
+                            self.link.path, bad - self._bad_logged, why, bad)
+                self._drop_logged, self._drop_logged_at, self._bad_logged = why, now, bad
+            self._bad_seen = bad
 
     def _check_silence(self) -> None:
         silent = self.session.state(raw_ns()) == "silent"

@@ -285,7 +285,7 @@ class PortLink:
                     os.close(wake_w)
                     port.close()
                 self.last_error = reason
-                log.warning("%s: lost (%s)", self.path, reason)
+                log.warning("%s: lost (%s)", self.path, reason.replace(f"{self.path}: ", "", 1))
                 self.on_close(reason)
                 # A port that opens and dies at once must not spin: back off before reopening.
                 await asyncio.sleep(self.backoff.next_delay())
@@ -352,7 +352,7 @@ class PortLink:
             try:
                 data = port.read_available()
             except PortGone as exc:
-                loop.call_soon_threadsafe(finish, str(exc))
+                loop.call_soon_threadsafe(finish, exc.strerror or str(exc))
                 return
             if data:
                 loop.call_soon_threadsafe(self._deliver, data, t4)
