@@ -75,3 +75,20 @@ def test_bridge_says_why_ports_fail_in_the_log_and_in_tsq_status() -> None:
     assert re.search(r"dropped [12] device frame\(s\), the last: HELLO tick rate (0|7) Hz outside 1000",
                      log), log
     assert "Traceback" not in log, log
+
+
+def test_link_flag_reaches_the_bridge_config_from_the_gateway() -> None:
+    import argparse
+
+    from tsq.gateway.app import bridge_config
+    from tsq.gateway.gateway_cli import add_device_arguments
+    from tsq.gateway.runner import SyncConfig
+    from tsq.gateway.sync_cli import flag_values
+
+    p = argparse.ArgumentParser()
+    add_device_arguments(p, "ports")
+    assert flag_values(p.parse_args(["/dev/ttyUSB0", "--link", "cp210x"]))["link"] == "cp210x"
+    assert "link" not in flag_values(p.parse_args(["/dev/ttyUSB0"]))   # not given: the file's stands
+    assert bridge_config(SyncConfig(servers=[], ports=["/dev/ttyUSB0"], link="cp210x")).link == "cp210x"
+    cfg = bridge_config(SyncConfig(servers=[], ports=["/dev/ttyUSB0"]))
+    assert cfg.link == "auto" and cfg.source == "this host's clock"
