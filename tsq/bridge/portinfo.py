@@ -368,7 +368,9 @@ def set_low_latency(fd: int, info: PortInfo) -> str:
     Never raises: a port that cannot be made faster still works."""
     steps = [set_async_low_latency(fd, info.is_pty)]
     if info.latency_timer is not None:
-        # FTDI: the kernel sets the timer to 1 ms along with ASYNC_LOW_LATENCY; make sure of it.
+        # FTDI: ftdi_sio programs a 1 ms timer along with ASYNC_LOW_LATENCY (and latency_timer then
+        # reads 1), so the ioctl alone does it without root; the sysfs write (root only) is for a
+        # kernel or chip where the flag did not take. Read back either way.
         steps.append(set_latency_timer(info.latency_timer))
     outcomes = [o for o, _ in steps]
     details = "; ".join(d if o in ("set", "already", "not applicable") else f"{o}: {d}" for o, d in steps)
