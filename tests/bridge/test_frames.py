@@ -113,7 +113,7 @@ def test_stream_decoder_resyncs_after_garbage(garbage: list[bytes], seq: int, t2
 
 
 @given(st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 255),
-       st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF))
+       st.integers(0, 255), st.integers(frames.MIN_TICK_HZ, frames.MAX_TICK_HZ), st.integers(0, 0xFFFF))
 def test_hello_round_trip(seq: int, dev: int, a: int, b: int, c: int, hz: int, caps: int) -> None:
     msg = frames.Hello(seq, dev, (a, b, c), 1, hz, caps)
     assert frames.decode(frames.encode(msg)[:-1]) == msg
@@ -122,3 +122,45 @@ def test_hello_round_trip(seq: int, dev: int, a: int, b: int, c: int, hz: int, c
 def test_out_of_range_field_is_a_frame_error() -> None:
     with pytest.raises(frames.FrameError):
         frames.encode(frames.Pong(1, -1, 0))
+
+
+@pytest.mark.parametrize(("msg", "why"), [
+    (frames.Hello(1, 7, (1, 0, 0), 1, 0, 0), "tick rate 0"),
+    (frames.Hello(1, 7, (1, 0, 0), 1, frames.MIN_TICK_HZ - 1, 0), "tick rate 999"),
+    (frames.Hello(1, 7, (1, 0, 0), 1, frames.MAX_TICK_HZ + 1, 0), "tick rate 2000000001"),
+    (frames.Hello(1, 7, (1, 0, 0), 1, 2**32 - 1, 0), "tick rate 4294967295"),
+    (frames.Hello(1, 7, (1, 0, 0), 2, 1_000_000, 0), "protocol 2"),
+    (frames.Hello(1, 7, (1, 0, 0), 0, 1_000_000, 0), "protocol 0"),
+    (frames.Pong(1, 1000, 999), "before its PING arrived"),
+    (frames.Status(1, 4, 0, 0, 0, 0, 0), "state 4"),
+])
+def test_nonsense_fields_are_dropped_and_counted(msg: frames.Message, why: str) -> None:
+    wire = frames.encode(msg)
+    with pytest.raises(frames.ImplausibleFrame, match=why):
+        frames.decode(wire[:-1])
+    dec = frames.StreamDecoder()
+    good = frames.encode(frames.Pong(2, 5, 5))
+    assert list(dec.feed(wire + good)) == [frames.Pong(2, 5, 5)]
+    assert (dec.bad_frames, dec.implausible) == (1, 1)
+    assert why in dec.last_error
+
+
+def test_edges_of_the_plausible_hello_and_pong_pass() -> None:
+    for hz in (frames.MIN_TICK_HZ, 32_768, 250_000, frames.MAX_TICK_HZ):
+        msg = frames.Hello(3, 9, (0, 1, 0), 1, hz, 0xFFFF)
+        assert frames.decode(frames.encode(msg)[:-1]) == msg
+    assert frames.decode(frames.encode(frames.Pong(4, 77, 77))[:-1]) == frames.Pong(4, 77, 77)
+    for state in range(frames.STATUS_STATES):
+        msg = frames.Status(5, state, 1, 2, 3, 4, 5)
+        assert frames.decode(frames.encode(msg)[:-1]) == msg
+
+
+@given(st.lists(st.one_of(st.binary(max_size=90), st.sampled_from([b"\x00", b"\x00\x00"])), max_size=20))
+def test_stream_decoder_never_raises_and_counts(chunks: list[bytes]) -> None:
+    dec = frames.StreamDecoder()
+    yielded = 0
+    for chunk in chunks:
+        yielded += len(list(dec.feed(chunk)))  # anything escaping fails the test
+    frames_seen = b"".join(chunks).count(0)
+    assert yielded + dec.bad_frames <= frames_seen
+    assert dec.implausible <= dec.bad_frames

@@ -1,14 +1,25 @@
-"""PortLink over real ptys: stamped reads, stamped writes, unplug and replug through a symlink."""
+"""PortLink over real ptys: stamped reads, stamped writes, unplug and replug through a symlink; and
+ports that cannot be opened (real files, directories, missing paths, a pty as an unprivileged user,
+a pty held by another process), each with its errno, reason and hint."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
-from tsq.bridge.port import Backoff, PortLink
+import pytest
+
+from tsq.bridge.port import Backoff, PortError, PortLink, SerialPort
+from tsq.bridge.portinfo import OpenProblem
 from tsq.clock import raw_ns
 
 
@@ -111,3 +122,138 @@ def test_hundred_unplug_replug_cycles() -> None:
     opens = asyncio.run(asyncio.wait_for(main(), 60))
     assert opens >= 100
     assert time.monotonic() - t0 < 60
+
+
+def _open_problem(path: str, by_id_dir: str = "/nonexistent/by-id") -> OpenProblem:
+    port = SerialPort(path, by_id_dir=by_id_dir)
+    with pytest.raises(PortError) as info:
+        port.open()
+    assert port.fd == -1
+    return info.value.problem
+
+
+def test_missing_port_says_plug_it_in_and_lists_by_id(tmp_path: Path) -> None:
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (tmp_path / "ttyUSB1").write_text("")
+    (by_id / "usb-Silicon_Labs_CP2102N_0001-if00-port0").symlink_to(tmp_path / "ttyUSB1")
+    p = _open_problem(str(tmp_path / "ttyUSB0"), str(by_id))
+    assert p.errno == errno.ENOENT and p.reason == f"{tmp_path / 'ttyUSB0'}: no such device"
+    assert p.hint.startswith("is it plugged in? attached: ")
+    assert f"{by_id}/usb-Silicon_Labs_CP2102N_0001-if00-port0 -> ttyUSB1" in p.hint
+    (by_id / "usb-gone").symlink_to(tmp_path / "ttyUSB9")   # a by-id link whose node went away
+    p = _open_problem(str(by_id / "usb-gone"), str(tmp_path / "empty"))
+    assert p.errno == errno.ENOENT and f"a link to {tmp_path / 'ttyUSB9'}, which is not there" in p.reason
+    assert "no serial adapter is attached" in p.hint
+
+
+def test_regular_file_directory_and_non_tty_device_are_not_serial_ports(tmp_path: Path) -> None:
+    (tmp_path / "capture.bin").write_bytes(b"\x00" * 10)
+    p = _open_problem(str(tmp_path / "capture.bin"))
+    assert p.errno == errno.ENOTTY
+    assert p.reason == f"{tmp_path / 'capture.bin'}: not a serial port (a regular file)"
+    assert "/dev/serial/by-id/" in p.hint
+    p = _open_problem(str(tmp_path))
+    assert (p.errno, p.reason) == (errno.ENOTTY, f"{tmp_path}: not a serial port (a directory)")
+    # A character device that is no terminal: pyserial opens it and fails to configure it.
+    p = _open_problem("/dev/null")
+    assert p.errno == errno.ENOTTY and "not a terminal" in p.reason, p
+
+
+def _chowned_pty(mode: int, gid: int) -> tuple[int, int, str]:
+    master, slave = os.openpty()
+    name = os.ttyname(slave)
+    os.chown(name, 0, gid)
+    os.chmod(name, mode)
+    return master, slave, name
+
+
+def test_permission_denied_names_the_group_and_the_command(as_nobody: Any) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a pty away from this user (and to become nobody)")
+    dialout = 20
+    for mode, expect in ((0o660, "add the user to the dialout group: sudo usermod -aG dialout nobody, "
+                                 "then log in again"),
+                         (0o000, "no group may read and write it")):
+        master, slave, name = _chowned_pty(mode, dialout)
+        try:
+            p = as_nobody(lambda name=name: _open_problem(name))
+        finally:
+            os.close(slave)
+            os.close(master)
+        assert (p.errno, p.reason) == (errno.EACCES, f"{name}: permission denied"), p
+        assert expect in p.hint and "group dialout" in p.hint, p.hint
+
+
+def test_busy_port_names_the_process_holding_it() -> None:
+    master, slave = os.openpty()
+    name = os.ttyname(slave)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({name!r}, os.O_RDWR | os.O_NOCTTY)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as pyserial's exclusive=True, minicom\n"
+         "print('held', flush=True)\ntime.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        p = _open_problem(name)
+        assert p.errno in (errno.EAGAIN, errno.EBUSY) and p.reason == f"{name}: busy", p
+        assert f"(pid {holder.pid}) has it open" in p.hint, p.hint
+    finally:
+        holder.kill()
+        holder.wait()
+        os.close(slave)
+        os.close(master)
+    # Released: the same port opens (and a pty is no place for low latency).
+    master, slave = os.openpty()
+    try:
+        port = SerialPort(os.ttyname(slave))
+        port.open()
+        assert port.low_latency == "not applicable (pty)" and port.info is not None and port.info.is_pty
+        port.close()
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def test_portlink_says_each_reason_once_then_opens(caplog: pytest.LogCaptureFixture) -> None:
+    """Retried every few ms, a missing port is logged once; a new reason once more; then it opens,
+    and its diagnostics say the link and the low-latency outcome."""
+    caplog.set_level(logging.INFO, logger="tsq.bridge")
+
+    path = os.path.join(tempfile.mkdtemp(), "ttyDEV")
+
+    async def main() -> None:
+        d = os.path.dirname(path)
+        pl = PortLink(path, 115200, on_data=lambda b, t: None, backoff=Backoff(0.005, 0.01),
+                      by_id_dir=os.path.join(d, "by-id"))
+        task = asyncio.create_task(pl.run())
+        try:
+            while pl.open_failures < 10:
+                await asyncio.sleep(0.01)
+            diag = pl.diagnostics()
+            assert diag["port_error"] == f"{path}: no such device" and "plugged in" in diag["port_hint"]
+            Path(path).write_text("")
+            failures = pl.open_failures
+            while pl.open_failures < failures + 10:
+                await asyncio.sleep(0.01)
+            assert pl.diagnostics()["port_error"] == f"{path}: not a serial port (a regular file)"
+            os.unlink(path)
+            master, _ = _new_pty(path)
+            await asyncio.wait_for(pl.wait_connected(), 5)
+            assert pl.diagnostics() == {"link": "pty", "low_latency": "not applicable (pty)",
+                                        "port_error": None, "port_hint": None}
+            os.close(master)
+            while pl.connected:
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    lines = [r.getMessage() for r in caplog.records if r.name == "tsq.bridge"]
+    assert sum(f"{path}: no such device: is it plugged in?" in m for m in lines) == 1, lines
+    assert sum("not a serial port (a regular file)" in m for m in lines) == 1, lines
+    opened = [m for m in lines if ": opened at 115200 baud, link pty (detected: pty)" in m]
+    assert len(opened) == 1 and "low latency not applicable (pty)" in opened[0], lines
+    assert sum(m == f"{path}: lost (hang-up)" for m in lines) == 1, lines

@@ -12,16 +12,11 @@ plus the growth until the next update is due.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from tsq.bridge import frames
 from tsq.bridge.linefit import LineFit, PingSample
-from tsq.bridge.port import PortLink
-from tsq.clock import raw_ns
 
 NS_PER_S = 1_000_000_000
 
@@ -331,85 +326,10 @@ class DeviceSession:
 WARMUP_GAP_S = 0.002   # a measured ping follows its warm-up ping by this much (see DeviceDriver)
 
 
-class DeviceDriver:
-    """Runs a DeviceSession over a PortLink: pings every interval, a TIMESCALE after each good ping.
+def __getattr__(name: str) -> Any:
+    # DeviceDriver moved to tsq.bridge.driver (it imports this module); old imports keep working.
+    if name == "DeviceDriver":
+        from tsq.bridge import driver
 
-    Each measured ping follows an unmeasured warm-up ping by `warmup_gap_s` (None: no warm-up).
-    After a second of idling, whatever carries a frame to the device and wakes it (a sleeping CPU,
-    the USB or pty driver's work, the device's own idle loop) is slower on the way out than the
-    answer is on the way back, a one-sided delay the four timestamps cannot see. Measured with the
-    posix firmware on a pty at 1 ping/s: the forward leg's minimum was 53 µs against 16 µs back
-    (+23 µs mean asymmetry); a ping 2 ms after a warm-up ping: 17 µs against 15 µs (+4 µs).
-    """
-
-    def __init__(self, link: PortLink, model: TimeModel, ping_interval_s: float = 1.0,
-                 log: Optional[FieldLogLike] = None, codec: Optional[Codec] = None,
-                 warmup_gap_s: Optional[float] = WARMUP_GAP_S) -> None:
-        self.link = link
-        self.session = DeviceSession(link.path, model, codec,
-                                     ping_interval_ns=round(ping_interval_s * NS_PER_S))
-        self.ping_interval_s = ping_interval_s
-        self.warmup_gap_s = warmup_gap_s
-        self.log = log
-        self._wake = asyncio.Event()
-        link.on_data = self._on_data
-        link.on_open = self._on_open
-        link.on_close = self._on_close
-        self._outbox: list[bytes] = []
-
-    def _on_open(self) -> None:
-        self._outbox.extend(self.session.opened())
-        self._wake.set()
-
-    def _on_close(self, reason: str) -> None:
-        self.session.closed()
-
-    def _on_data(self, data: bytes, t4: int) -> None:
-        had_hello = self.session.hello
-        for acc in self.session.received(data, t4):
-            self._accepted(acc)
-        if self.session.hello is not had_hello:
-            self._wake.set()  # handshake done: ping now rather than at the next tick
-
-    def _accepted(self, acc: Accepted) -> None:
-        frame = self.session.make_timescale(raw_ns())
-        if frame is not None:
-            self._outbox.append(frame)
-            self._wake.set()
-        if self.log is not None and self.session.hello is not None:
-            self.log.write({
-                "device": f"0x{self.session.hello.device_id:08x}", "residual_ns": acc.residual_ns,
-                "line_delay_ns": acc.line_delay_ns, "bound_ns": acc.bound_ns,
-                "state": self.session.state(acc.raw_ns),
-            }, now_unix_ns=time.time_ns())
-
-    async def run(self) -> None:
-        next_ping = 0.0
-        loop = asyncio.get_running_loop()
-        while True:
-            while self._outbox:
-                await self.link.send(self._outbox.pop(0))
-            now = loop.time()
-            if self.link.connected and now >= next_ping:
-                next_ping = now + self.ping_interval_s
-                if self.warmup_gap_s is not None and self.session.hello is not None:
-                    warm = self.session.make_ping(raw_ns(), warmup=True)
-                    if warm is not None:
-                        await self.link.send(warm[1])
-                        await asyncio.sleep(self.warmup_gap_s)
-                ping = self.session.make_ping(raw_ns())
-                if ping is not None:
-                    seq, frame = ping
-                    t1 = await self.link.send(frame)
-                    if t1 is not None:
-                        acc = self.session.sent(seq, t1)
-                        if acc is not None:
-                            self._accepted(acc)
-                continue
-            self._wake.clear()
-            timeout = max(0.0, next_ping - loop.time()) if self.link.connected else 0.5
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-
-    def status(self) -> dict[str, Any]:
-        return self.session.status(raw_ns())
+        return driver.DeviceDriver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

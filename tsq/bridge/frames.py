@@ -3,6 +3,12 @@
 COBS framing with a 0x00 delimiter; inside: version, type, seq, body, CRC-16/CCITT-FALSE. Every
 decoder here is total: it returns a value or raises `FrameError`, and `StreamDecoder` never raises
 at all (it drops and counts bad frames).
+
+`decode` also refuses device frames that are well formed but nonsense (`check_fields`): a HELLO
+whose tick rate no clock has or whose protocol is not 1, a PONG answered before it was received, a
+STATUS state that does not exist. Such a device must not be shown as synchronised, and the
+session's arithmetic must never see a tick rate of 0. `encode` stays permissive, so tests can
+build such frames.
 """
 
 from __future__ import annotations
@@ -34,9 +40,20 @@ CAP_PPS = 2
 CAP_HW_TX_STAMP = 4
 FLAG_SYNCHRONISED = 1
 
+# A device tick rate outside this range is a broken or hostile HELLO, not a clock: 1 kHz is coarser
+# than any timer worth synchronising (a 32.768 kHz RTC crystal is well inside), 2 GHz is above any
+# MCU cycle counter (and a u32 cannot carry the "more than 10 GHz" of a garbled frame anyway).
+MIN_TICK_HZ = 1_000
+MAX_TICK_HZ = 2_000_000_000
+STATUS_STATES = 4                 # 0 unsynchronised, 1 synchronised, 2 holdover, 3 booting
+
 
 class FrameError(ValueError):
     """A frame that is not valid protocol version 1; the message says why."""
+
+
+class ImplausibleFrame(FrameError):
+    """A well-formed frame whose fields make no sense (see `check_fields`)."""
 
 
 def crc16(data: bytes) -> int:
@@ -175,8 +192,28 @@ def encode(msg: Message) -> bytes:
         raise FrameError(f"field out of range: {exc}") from None
 
 
+def check_fields(msg: Message) -> Message:
+    """`msg` if its fields make sense (PROTOCOL.md); FrameError naming the field otherwise."""
+    if isinstance(msg, Hello):
+        if msg.proto != VERSION:
+            raise ImplausibleFrame(f"HELLO announces protocol {msg.proto}, expected {VERSION}")
+        if not MIN_TICK_HZ <= msg.tick_hz <= MAX_TICK_HZ:
+            raise ImplausibleFrame(f"HELLO tick rate {msg.tick_hz} Hz outside {MIN_TICK_HZ}..{MAX_TICK_HZ}")
+    elif isinstance(msg, Pong):
+        if msg.t3_ticks < msg.t2_ticks:
+            raise ImplausibleFrame(
+                f"PONG sent (t3 {msg.t3_ticks}) before its PING arrived (t2 {msg.t2_ticks})")
+    elif isinstance(msg, Status) and msg.state >= STATUS_STATES:
+        raise ImplausibleFrame(f"STATUS state {msg.state} is not one of 0..{STATUS_STATES - 1}")
+    return msg
+
+
 def decode(frame: bytes) -> Message:
     """Decode one frame (COBS bytes without the delimiter); FrameError says what is wrong."""
+    return check_fields(_decode(frame))
+
+
+def _decode(frame: bytes) -> Message:
     if len(frame) > MAX_RAW + 2:
         raise FrameError(f"frame of {len(frame)} bytes is longer than the maximum")
     raw = cobs_decode(frame)
@@ -211,11 +248,16 @@ def decode(frame: bytes) -> Message:
 
 
 class StreamDecoder:
-    """Feed it bytes as they arrive; it yields whole messages and counts what it had to drop."""
+    """Feed it bytes as they arrive; it yields whole messages and counts what it had to drop.
+
+    `bad_frames` counts every dropped frame, `implausible` those among them that were well formed
+    but nonsense; `last_error` says why the latest one was dropped (for the status)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self.bad_frames = 0
+        self.implausible = 0
+        self.last_error = ""
         self.overflowing = False
 
     def feed(self, data: bytes) -> Iterator[Message]:
@@ -234,11 +276,16 @@ class StreamDecoder:
                 continue  # back-to-back delimiters (a sender resynchronising) are not errors
             if overflowed:
                 self.bad_frames += 1
+                self.last_error = f"more than {MAX_RAW + 2} bytes without a delimiter"
                 continue
             try:
-                yield decode(frame)
-            except FrameError:
+                msg = decode(frame)
+            except FrameError as exc:
                 self.bad_frames += 1
+                self.implausible += isinstance(exc, ImplausibleFrame)
+                self.last_error = str(exc)
+                continue
+            yield msg
 
 
 def q32_rate(ns_per_tick: float) -> int:

@@ -9,7 +9,10 @@ stamps are taken next to the syscall by `tsq.clock` (in C with the GIL released 
 backend), so a thread never stamps late because another held the GIL.
 
 A port that vanishes (EIO, hang-up, the device node gone) is closed and reopened with exponential
-backoff, forever: unplugging a USB adapter is a normal event, not an error.
+backoff, forever: unplugging a USB adapter is a normal event, not an error. A port that cannot be
+opened says why (`tsq.bridge.portinfo.diagnose`: missing, permission, not a tty, busy) in the status
+and once per distinct reason in the log; after each open the link is identified from sysfs and
+asked for low latency (`portinfo.set_low_latency`), and the outcome is said the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import select
 import termios
@@ -28,7 +32,12 @@ from typing import Any, Callable, Optional
 import serial
 
 from tsq import clock
+from tsq.bridge import portinfo
+from tsq.bridge.links import LinkProfile
+from tsq.bridge.portinfo import OpenProblem, PortInfo
 from tsq.clock import raw_ns
+
+log = logging.getLogger("tsq.bridge")
 
 QUIET_AFTER_WRITE_NS = 1_000_000   # see SerialPort.write_stamped
 
@@ -41,27 +50,60 @@ class PortGone(OSError):
     """The port closed under us (unplugged, hung up, the device node vanished)."""
 
 
+class PortError(PortGone):
+    """The port cannot be opened; `problem` has the errno, a one-line reason and a hint."""
+
+    def __init__(self, problem: OpenProblem) -> None:
+        super().__init__(problem.errno, str(problem))
+        self.problem = problem
+
+
+def _errno_of(exc: BaseException) -> int:
+    """The errno behind a pyserial exception: its own, or that of the error it wraps (pyserial's
+    "Could not configure port" carries the termios.error of a file that is not a tty, no errno)."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        err = getattr(seen, "errno", None)
+        if isinstance(err, int):
+            return err
+        args = getattr(seen, "args", ())
+        if isinstance(seen, termios.error) and args and isinstance(args[0], int):
+            return int(args[0])
+        seen = seen.__cause__ or seen.__context__
+    return errno.EIO
+
+
 class SerialPort:
     """One open serial port. Blocking-free: reads are non-blocking, writes drain in the caller's thread."""
 
-    def __init__(self, path: str, baud: int = 115200) -> None:
+    def __init__(self, path: str, baud: int = 115200, sysfs_root: str = portinfo.SYSFS,
+                 by_id_dir: str = portinfo.BY_ID_DIR) -> None:
         self.path = path
         self.baud = baud
+        self.sysfs_root = sysfs_root
+        self.by_id_dir = by_id_dir
         self._serial: Optional[Any] = None
         self.fd = -1
+        self.info: Optional[PortInfo] = None
+        self.low_latency: Optional[str] = None
 
     def open(self) -> None:
-        """Open and configure; raises OSError (or PortGone) when the port is not there."""
+        """Open, configure, ask for low latency; PortError (reason and hint) when it cannot be opened."""
+        problem = portinfo.not_a_tty(self.path)
+        if problem is not None:
+            raise PortError(problem)
         try:
             ser = serial.Serial(
                 self.path, baudrate=self.baud, bytesize=8, parity="N", stopbits=1,
                 timeout=0, write_timeout=None, xonxoff=False, rtscts=False, exclusive=True,
             )
-        except serial.SerialException as exc:
-            raise PortGone(errno.ENODEV, f"cannot open {self.path}: {exc}") from exc
+        except (serial.SerialException, OSError) as exc:
+            raise PortError(portinfo.diagnose(self.path, _errno_of(exc), self.by_id_dir)) from exc
         self._serial = ser
         self.fd = ser.fileno()
         os.set_blocking(self.fd, False)
+        self.info = portinfo.resolve(self.path, self.sysfs_root)
+        self.low_latency = portinfo.set_low_latency(self.fd, self.info)
 
     @property
     def is_open(self) -> bool:
@@ -161,6 +203,7 @@ class PortLink:
 
     Callbacks run on the event loop thread: `on_open()` after each successful open,
     `on_data(bytes, t4_raw_ns)` for every read, `on_close(reason)` when the port went away.
+    `link` is the link profile's name or "auto" (detected at each open: `portinfo.link_for`).
     """
 
     def __init__(
@@ -171,9 +214,20 @@ class PortLink:
         on_open: Callable[[], None] = lambda: None,
         on_close: Callable[[str], None] = lambda reason: None,
         backoff: Optional[Backoff] = None,
+        link: str = "auto",
+        sysfs_root: str = portinfo.SYSFS,
+        by_id_dir: str = portinfo.BY_ID_DIR,
     ) -> None:
         self.path = path
         self.baud = baud
+        self.link = link
+        self.sysfs_root = sysfs_root
+        self.by_id_dir = by_id_dir
+        self.info: Optional[PortInfo] = None
+        self.profile: Optional[LinkProfile] = None     # the link in use, set at each open
+        self.low_latency: Optional[str] = None
+        self.problem: Optional[OpenProblem] = None     # why the last open failed, until one succeeds
+        self._logged: Optional[tuple[int, str]] = None
         self.on_data = on_data
         self.on_open = on_open
         self.on_close = on_close
@@ -198,16 +252,16 @@ class PortLink:
         loop = asyncio.get_running_loop()
         try:
             while not self._stopping:
-                port = SerialPort(self.path, self.baud)
+                port = SerialPort(self.path, self.baud, self.sysfs_root, self.by_id_dir)
                 try:
                     port.open()
                 except OSError as exc:
-                    self.open_failures += 1
-                    self.last_error = str(exc)
+                    self._open_failed(exc)
                     await asyncio.sleep(self.backoff.next_delay())
                     continue
                 self.backoff.reset()
                 self.opens += 1
+                self._opened(port)
                 gone: asyncio.Future[str] = loop.create_future()
                 wake_r, wake_w = os.pipe()
                 reader = threading.Thread(
@@ -231,11 +285,46 @@ class PortLink:
                     os.close(wake_w)
                     port.close()
                 self.last_error = reason
+                log.warning("%s: lost (%s)", self.path, reason.replace(f"{self.path}: ", "", 1))
                 self.on_close(reason)
                 # A port that opens and dies at once must not spin: back off before reopening.
                 await asyncio.sleep(self.backoff.next_delay())
         finally:
             self._writer.shutdown(wait=False)
+
+    def _open_failed(self, exc: OSError) -> None:
+        problem = (exc.problem if isinstance(exc, PortError)
+                   else portinfo.diagnose(self.path, exc.errno or errno.EIO, self.by_id_dir))
+        self.open_failures += 1
+        self.problem = problem
+        self.last_error = str(problem)
+        key = (problem.errno, problem.reason)
+        if key != self._logged:
+            # Once per distinct reason: a port retried every few seconds for hours must not flood.
+            self._logged = key
+            log.warning("%s (will retry)", problem)
+
+    def _opened(self, port: SerialPort) -> None:
+        self.problem = None
+        self._logged = None
+        self.info = port.info
+        self.low_latency = port.low_latency
+        info = port.info if port.info is not None else portinfo.resolve(self.path, self.sysfs_root)
+        self.profile = portinfo.link_for(self.link, info)
+        via = "" if info.real_path == self.path else f" ({info.real_path})"
+        how = (f"detected: {info.describe()}" if self.link == "auto"
+               else f"as given; detected: {info.describe()}")
+        log.info("%s%s: opened at %d baud, link %s (%s), low latency %s", self.path, via, self.baud,
+                 self.profile.name, how, self.low_latency)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The port's part of a device's status: link, low latency, why it cannot be opened."""
+        return {
+            "link": None if self.profile is None else self.profile.name,
+            "low_latency": self.low_latency,
+            "port_error": None if self.problem is None else self.problem.reason,
+            "port_hint": None if self.problem is None or not self.problem.hint else self.problem.hint,
+        }
 
     def _read_loop(
         self, loop: asyncio.AbstractEventLoop, port: SerialPort, gone: asyncio.Future[str], wake_r: int
@@ -263,7 +352,7 @@ class PortLink:
             try:
                 data = port.read_available()
             except PortGone as exc:
-                loop.call_soon_threadsafe(finish, str(exc))
+                loop.call_soon_threadsafe(finish, exc.strerror or str(exc))
                 return
             if data:
                 loop.call_soon_threadsafe(self._deliver, data, t4)

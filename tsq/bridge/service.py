@@ -8,12 +8,14 @@ pings, TIMESCALE; see `tsq.bridge.device`) or an NMEA writer (`--nmea`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Tuple
 
-from tsq.bridge import nmea
-from tsq.bridge.device import WARMUP_GAP_S, DeviceDriver
+from tsq.bridge import links, nmea, portinfo
+from tsq.bridge.device import WARMUP_GAP_S
+from tsq.bridge.driver import DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
 from tsq.clock import raw_ns
 from tsq.fieldlog import DEVICE_FIELDS, FieldLog
@@ -21,6 +23,8 @@ from tsq.tasks import cancel_and_wait
 from tsq.timefmt import utc_iso
 
 NS_PER_S = 1_000_000_000
+
+log = logging.getLogger("tsq.bridge")
 
 
 class TimeModel(Protocol):
@@ -44,6 +48,10 @@ class BridgeConfig:
     backoff_max_s: float = 5.0
     log_dir: Optional[str] = None
     fsync_interval_s: float = 5.0
+    link: str = "auto"              # a profile of tsq.bridge.links for every port, or detect it
+    source: str = ""                # where the devices' time comes from, for the start line
+    sysfs_root: str = portinfo.SYSFS          # roots of the port detection (tests: a fake tree)
+    by_id_dir: str = portinfo.BY_ID_DIR
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,6 +120,7 @@ class NmeaWriter:
             "state": self.model.state(now) if self.link.connected else "disconnected",
             "firmware": None, "residual_ns": self.last_start_error_ns, "line_delay_ns": None,
             "bound_ns": self.model.error_bound_ns(now), "last_seen_age_s": age, "bad_frames": 0,
+            **self.link.diagnostics(),
         }
 
 
@@ -119,6 +128,8 @@ class Bridge:
     """All ports of one bridge process."""
 
     def __init__(self, config: BridgeConfig, model: TimeModel) -> None:
+        if config.link != "auto":
+            links.profile(config.link)  # ValueError naming the known links, before anything starts
         self.config = config
         self.model = model
         self.links: list[PortLink] = []
@@ -131,14 +142,15 @@ class Bridge:
             self._add_port(path)
 
     def _add_port(self, path: str) -> None:
-        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        cfg = self.config
+        backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
+        link = PortLink(path, cfg.baud, on_data=lambda b, t: None, backoff=backoff, link=cfg.link,
+                        sysfs_root=cfg.sysfs_root, by_id_dir=cfg.by_id_dir)
         driver: Any
         if self.config.nmea:
-            link = PortLink(path, self.config.baud, on_data=lambda b, t: None, backoff=backoff)
             driver = NmeaWriter(link, self.model, self.config.nmea_position)
             link.on_data = driver.on_data
         else:
-            link = PortLink(path, self.config.baud, on_data=lambda b, t: None, backoff=backoff)
             gap = WARMUP_GAP_S if self.config.warmup_ping else None
             driver = DeviceDriver(link, self.model, ping_interval_s=self.config.ping_interval_s,
                                   log=self._log, warmup_gap_s=gap)
@@ -149,8 +161,24 @@ class Bridge:
         """The `devices` entries of the control socket's status JSON (docs/internals.md)."""
         return [d.status() for d in self.drivers]
 
+    def start_line(self) -> str:
+        """What the bridge serves, in one line for the log."""
+        cfg = self.config
+        ports = []
+        for path in cfg.ports:
+            info = portinfo.resolve(path, cfg.sysfs_root)
+            link = portinfo.link_for(cfg.link, info).name
+            how = "detected" if cfg.link == "auto" else "as given; detected"
+            ports.append(f"{path} (link {link}, {how}: {info.describe()})")
+        what = "NMEA" if cfg.nmea else "binary protocol"
+        ping = "" if cfg.nmea else (f", ping every {cfg.ping_interval_s:g} s"
+                                    + (" after a warm-up ping" if cfg.warmup_ping else ""))
+        return (f"bridge: {len(ports)} port(s) at {cfg.baud} baud, {what}: {', '.join(ports)}; "
+                f"time from {cfg.source or 'the model given'}{ping}")
+
     async def run(self) -> None:
         """Run every port until cancelled; closes ports and the log on the way out."""
+        log.info("%s", self.start_line())
         tasks = [asyncio.create_task(link.run()) for link in self.links]
         tasks += [asyncio.create_task(d.run()) for d in self.drivers]
         try:

@@ -27,6 +27,7 @@ def position(text: str) -> Tuple[float, float]:
 
 def add_device_arguments(p: argparse.ArgumentParser, ports_help: str) -> None:
     """The serial devices' flags (shared by `tsq gateway` and `tsq bridge`)."""
+    from tsq.bridge.links import PROFILES
     p.add_argument("ports", nargs="*", metavar="PORT", help=ports_help)
     dev = p.add_argument_group("serial devices")
     dev.add_argument("--source", choices=["engine", "system"],
@@ -36,6 +37,9 @@ def add_device_arguments(p: argparse.ArgumentParser, ports_help: str) -> None:
                      help="with --source system: vouch for the system clock to within NS even when the "
                           "kernel reports it unsynchronised (a clock that is itself the reference)")
     dev.add_argument("--baud", type=int, help="serial speed (default 115200)")
+    dev.add_argument("--link", choices=["auto", *PROFILES],
+                     help="what the serial line is, for its timing: 'auto' (default) detects it from "
+                          "sysfs (the tty's driver; a pty or an unknown one: pty)")
     dev.add_argument("--nmea", action="store_true", default=None,
                      help="emit $GPZDA/$GPRMC at the top of each UTC second instead of the binary protocol")
     dev.add_argument("--nmea-position", type=position, metavar="LAT,LON",

@@ -134,7 +134,8 @@ DEVICE_HEADER = (f"{'Device':<12} {'Port':<16} {'State':<15} {'Residual':>10} {'
 
 
 def render_devices(devices: Sequence[Mapping[str, Any]]) -> List[str]:
-    """One line per serial device of the bridge."""
+    """One line per serial device of the bridge, then indented: why its port cannot be opened (and
+    what to do), or the link and whether low latency is set."""
     lines = [DEVICE_HEADER, "=" * len(DEVICE_HEADER)]
     for d in devices:
         lines.append(
@@ -143,6 +144,21 @@ def render_devices(devices: Sequence[Mapping[str, Any]]) -> List[str]:
             f"{fmt_ns(d.get('line_delay_ns')):>10} {fmt_ns(d.get('bound_ns')):>10} "
             f"{_age(d.get('last_seen_age_s')):>6} {_num(d.get('bad_frames'), 'd'):>5}"
         )
+        if d.get("port_error"):
+            lines.append(f"  ! {d['port_error']}")
+            if d.get("port_hint"):
+                lines.append(f"    {d['port_hint']}")
+            continue
+        detail = []
+        if d.get("link"):
+            detail.append(f"link {d['link']}")
+        if d.get("low_latency"):
+            detail.append(f"low latency {d['low_latency']}")
+        implausible = d.get("implausible_frames")
+        if isinstance(implausible, int) and not isinstance(implausible, bool) and implausible > 0:
+            detail.append(f"{implausible} frame(s) with nonsense fields dropped")
+        if detail:
+            lines.append(f"  {', '.join(detail)}")
     return lines
 
 
