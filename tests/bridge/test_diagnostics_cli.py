@@ -40,7 +40,7 @@ def test_bridge_says_why_ports_fail_in_the_log_and_in_tsq_status() -> None:
     os.symlink(os.ttyname(slave), pty_link)
     sock = os.path.join(d, "control.sock")
     proc = _Proc([sys.executable, "-m", "tsq", "bridge", missing, plain, pty_link, "--source", "system",
-                  "--assume-bound", "1000", "--control", sock, "--backoff-max", "0.05"])
+                  "--assume-bound", "1000", "--control", sock])
     try:
         proc.wait_line(re.compile(r"tsq\.bridge: bridge: 3 port\(s\) at 115200 baud, binary protocol: "),
                        20)

@@ -94,7 +94,7 @@ PROFILES: Dict[str, LinkProfile] = {p.name: p for p in (
 DRIVERS: Dict[str, str] = {
     "ftdi_sio": "ftdi", "ch341": "ch340", "ch341-uart": "ch340", "cp210x": "cp210x",
     "cdc_acm": "cdc-acm", "uart-pl011": "pl011", "serial8250": "16550", "dw-apb-uart": "16550",
-    "bcm2835-aux-uart": "16550",
+    "bcm2835-aux-uart": "16550", "serial": "16550", "of_serial": "16550",  # the serial core's, x86/DT
 }
 
 

@@ -39,8 +39,6 @@ PTY_MAJORS = range(136, 144)
 _SERIAL_CORE_DRIVERS = frozenset({"port", "ctrl"})
 # Driver names links.DRIVERS does not carry yet: the 8250 PNP/PCI glue registers as "serial" (the
 # ttyS0 of a PC), the device-tree one as "of_serial"; all are 16550-style UARTs.
-_MORE_DRIVERS = {"serial": "16550", "of_serial": "16550"}
-
 # The ioctls of <asm-generic/ioctls.h> (x86, ARM, RISC-V; Python's termios has them on Linux) and
 # ASYNC_LOW_LATENCY of <linux/tty_flags.h> (ASYNCB_LOW_LATENCY = 13).
 TIOCGSERIAL = getattr(termios, "TIOCGSERIAL", 0x541E)
@@ -121,13 +119,8 @@ def _driver_of(device_dir: str, sysfs_root: str) -> Optional[str]:
 
 
 def profile_for_driver(driver: Optional[str]) -> Optional[LinkProfile]:
-    """links.for_driver, plus the few driver names it does not know yet."""
-    if driver is None:
-        return None
-    found = links.for_driver(driver)
-    if found is None and driver in _MORE_DRIVERS:
-        found = links.PROFILES[_MORE_DRIVERS[driver]]
-    return found
+    """links.for_driver, or None without a driver."""
+    return None if driver is None else links.for_driver(driver)
 
 
 def resolve(path: str, sysfs_root: str = SYSFS) -> PortInfo:
