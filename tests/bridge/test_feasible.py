@@ -260,3 +260,34 @@ def test_no_result_before_min_points_and_rejections() -> None:
     assert fit.rejected == 3 and fit.accepted == 3
     fit.reset()
     assert not fit.ready and fit.points == 0
+
+
+def test_a_calibrated_one_sided_receive_delay_is_no_bias() -> None:
+    """A UART whose receive timeout holds every PONG 277 µs (32 bit times at 115200) before the host
+    sees it: four timestamps cannot tell it from asymmetry, so without it in `min_back_ns` the
+    centre is ~139 µs off (and the bound says so); with it, the error is the jitter's."""
+    ser, timeout = 24 * 86_805, 32 * 8_680
+    results = {}
+    for calibrated in (False, True):
+        rng = random.Random(9)
+        dev = Device(1_000_000, -15 * 10**6, 0, 10**17)
+        fit = FeasibleFit(1_000_000, ser, ser + (timeout if calibrated else 0))
+
+        def jitter(rng: random.Random, at: int) -> int:
+            return rng.randrange(30_000)
+
+        def held(rng: random.Random, at: int) -> int:
+            return timeout + rng.randrange(30_000)
+
+        t1 = 10**17
+        for _ in range(120):
+            t1 += NS + rng.randrange(MS)
+            s = ping(rng, dev, t1, ser, ser, jitter, held)
+            fit.add(s)
+        q = s.t4_raw + NS // 2
+        bound = fit.bound_ns(q)
+        assert bound is not None
+        results[calibrated] = (abs(error_ns(fit, dev, q)), bound)
+    (err_raw, bound_raw), (err_cal, bound_cal) = results[False], results[True]
+    assert err_raw <= bound_raw and err_cal <= bound_cal
+    assert err_raw > 100_000 and err_cal < 10_000 and bound_cal < bound_raw / 4
