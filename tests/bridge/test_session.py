@@ -16,6 +16,8 @@ import tempfile
 import time
 from typing import Any, Optional
 
+import pytest
+
 from tsq.bridge import frames, links
 from tsq.bridge.device import Accepted, DeviceDriver, DeviceSession
 from tsq.bridge.port import Backoff, PortLink
@@ -160,6 +162,9 @@ def test_link_minimums_and_status_keys() -> None:
     for key in ("device", "port", "state", "firmware", "residual_ns", "line_delay_ns", "bound_ns",
                 "last_seen_age_s", "bad_frames", "fit_width_ns", "fit_empty_resets"):
         assert key in st
+    for bad in ({"baud_tolerance": 1.0}, {"baud_tolerance": -0.1}, {"wander_ppb": -1.0}):
+        with pytest.raises(ValueError):
+            DeviceSession("pty", FixedModel(), **bad)  # type: ignore[arg-type]
 
 
 def test_timescales_over_a_quantised_usb_line_hold_their_bound() -> None:

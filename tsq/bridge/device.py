@@ -133,6 +133,7 @@ class DeviceSession:
     UART's actual rate may be that much faster than nominal (an AVR at 16 MHz runs 115200 at +2.1 %)
     and a minimum taken too long would exclude the truth. `wander_ppb`: how far the device's
     frequency against the raw clock may move over the fit's window (see tsq.bridge.feasible).
+    ValueError for a tolerance or wander out of range; nothing a device sends raises.
     """
 
     def __init__(
@@ -148,6 +149,8 @@ class DeviceSession:
         baud_tolerance: float = 0.03,
         wander_ppb: float = 10.0,
     ) -> None:
+        if not 0 <= baud_tolerance < 1 or not 0 <= wander_ppb < 1e6:
+            raise ValueError("baud_tolerance must be in [0, 1) and wander_ppb in [0, 1e6)")
         self.port = port
         self.model = model
         self.ping_interval_ns = ping_interval_ns
