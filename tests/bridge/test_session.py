@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import tempfile
 import time
-from typing import Any
+from typing import Any, Optional
 
-from tsq.bridge.device import DeviceDriver
+import pytest
+
+from tsq.bridge import frames, links
+from tsq.bridge.device import Accepted, DeviceSession
+from tsq.bridge.driver import DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
 from tsq.gateway.systemmodel import SystemClockModel
 from tsq.testing.standin_device import StandInDevice
@@ -93,3 +98,105 @@ def test_session_converges_survives_garbage_reset_and_replug() -> None:
             os.close(slave)
 
     asyncio.run(asyncio.wait_for(main(), 90))
+
+
+# -- sans-IO: the session's own logic, on simulated lines -------------------------------------------
+class FixedModel:
+    """A TimeModel with UTC = raw + 1 s, synchronised, 1 µs bound."""
+
+    def utc_ns(self, raw_ns: int) -> Optional[int]:
+        return raw_ns + NS
+
+    def error_bound_ns(self, raw_ns: int) -> Optional[int]:
+        return 1_000
+
+    def state(self, raw_ns: int) -> str:
+        return "synchronised"
+
+    def leap(self) -> int:
+        return 0
+
+
+NS = 1_000_000_000
+
+
+def _hello(tick_hz: int = 1_000_000) -> bytes:
+    return frames.encode(frames.Hello(1, 0xBEEF, (1, 0, 0), 1, tick_hz, 0))
+
+
+def _ping(s: DeviceSession, t1: int, t2: int, t3: int, t4: int) -> list[Accepted]:
+    p = s.make_ping(t1)
+    assert p is not None
+    assert s.sent(p[0], t1) is None
+    return s.received(frames.encode(frames.Pong(p[0], t2, t3)), t4)
+
+
+def test_ticks_going_back_means_a_reset_t2_against_t2_not_t3() -> None:
+    s = DeviceSession("pty", FixedModel())
+    s.opened()
+    s.received(_hello(), 0)
+    # ticks = 1e6 + (raw - 1 s) / 1 µs; the main loop takes 2.9 ms to answer the first PING.
+    assert len(_ping(s, NS, 1_000_100, 1_003_000, NS + 3_100_000)) == 1
+    # The ISR stamped this PING (T2) before the main loop stamped the previous PONG's T3: legal.
+    assert len(_ping(s, NS + 2_000_000, 1_002_100, 1_003_100, NS + 3_300_000)) == 1
+    assert s.resets == 0 and s.fit is not None and s.fit.points == 2
+    # T2 below the previous T2: the counter restarted (a reset whose HELLO was lost).
+    _ping(s, 2 * NS, 500, 510, 2 * NS + 200_000)
+    assert s.resets == 1 and s.fit.points == 1
+
+
+def test_a_hello_without_a_tick_rate_is_dropped_and_counted() -> None:
+    s = DeviceSession("pty", FixedModel())
+    s.opened()
+    s.received(_hello(0), 0)
+    assert s.hello is None and s.bad_frames == 1 and s.state(0) == "handshake"
+
+
+def test_link_minimums_and_status_keys() -> None:
+    s = DeviceSession("ttyAMA0", FixedModel(), link=links.PROFILES["pl011"], baud=115200)
+    assert s.frame_bytes == 24
+    assert s.min_out_ns == int(24 * 86_805 * 0.97) and s.min_back_ns >= s.min_out_ns
+    pty = DeviceSession("pty", FixedModel())
+    assert pty.line_minimums() == (0, 0)
+    st = s.status(0)
+    assert st["link"] == "pl011" and st["fit_points"] is None
+    for key in ("device", "port", "state", "firmware", "residual_ns", "line_delay_ns", "bound_ns",
+                "last_seen_age_s", "bad_frames", "fit_width_ns", "fit_empty_resets"):
+        assert key in st
+    for bad in ({"baud_tolerance": 1.0}, {"baud_tolerance": -0.1}, {"wander_ppb": -1.0}):
+        with pytest.raises(ValueError):
+            DeviceSession("pty", FixedModel(), **bad)  # type: ignore[arg-type]
+
+
+def test_timescales_over_a_quantised_usb_line_hold_their_bound() -> None:
+    """FTDI with low latency (1 ms frames, 24-byte frames at 115200), a +40 ppm device: every
+    TIMESCALE the session serves is right within its own bound for the next ping interval, and the
+    bound is far below what half the 4 ms round trip would be."""
+    rng = random.Random(7)
+    link = links.PROFILES["ftdi-low"]
+    s = DeviceSession("ttyUSB0", FixedModel(), link=link, baud=115200)
+    s.opened()
+    s.received(_hello(), 0)
+    ser = 24 * link.byte_ns(115200)
+
+    def ticks(raw: int) -> int:
+        return 777 + raw * 1_000_040 // 1_000_000_000
+
+    t1, bounds = 10 * NS, []
+    for _ in range(60):
+        t1 += NS + rng.randrange(1_000_000)
+        t2_raw = t1 + ser + 1_000_000 - (t1 + ser) % 1_000_000 + rng.randrange(2_000)
+        t3_raw = t2_raw + 40_000 + rng.randrange(20_000)
+        t4 = t3_raw + ser + rng.randrange(1_000_000)
+        _ping(s, t1, ticks(t2_raw), ticks(t3_raw), t4)
+        now = t4 + 1_000_000
+        ts = s.timescale(now)
+        if ts is None:
+            continue
+        for q in (now, now + NS // 2, now + NS):
+            device_utc = ts.utc0_ns + (ticks(q) - ts.t0_ticks) * ts.ns_per_tick
+            assert abs(device_utc - (q + NS)) <= ts.bound_ns, (q, ts)
+        bounds.append(ts.bound_ns)
+    assert len(bounds) >= 50 and bounds[-1] < 200_000
+    st = s.status(t1)
+    assert st["fit_points"] == 60 and st["fit_empty_resets"] == 0 and st["fit_width_ns"] < 400_000

@@ -2,12 +2,13 @@
 
 `DeviceSession` is sans-IO: it is handed bytes with their arrival stamp (T4, raw ns), the stamp
 after each of its frames left (T1), and the current raw time; it returns frames to send and keeps
-the device's status. `DeviceDriver` is the thin asyncio edge that runs a session over a `PortLink`.
+the device's status. `tsq.bridge.driver.DeviceDriver` is the thin asyncio edge that runs it over a
+`PortLink`.
 
 The TIMESCALE a device is sent says: "at your tick t0 it is UTC u0; from there UTC advances `rate`
-per tick; trust it to within `bound`". The bound is the engine's bound at t0 plus the line's
-(half the smallest ping delay for the asymmetry a ping cannot see, plus the fit's uncertainty),
-plus the growth until the next update is due.
+per tick; trust it to within `bound`". The bound is the engine's bound at t0 plus the line's (the
+feasible region of `tsq.bridge.feasible`: every clock relation the pings allow, given the link's
+minimum delays), evaluated when the next update is due.
 """
 
 from __future__ import annotations
@@ -15,17 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
-from tsq.bridge import frames
-from tsq.bridge.linefit import LineFit, PingSample
+from tsq.bridge import frames, links
+from tsq.bridge.feasible import FeasibleFit, PingSample
+from tsq.sync.model import TimeModel
 
 NS_PER_S = 1_000_000_000
 
 
-class TimeModel(Protocol):
-    def utc_ns(self, raw_ns: int) -> Optional[int]: ...
-    def error_bound_ns(self, raw_ns: int) -> Optional[int]: ...
-    def state(self, raw_ns: int) -> str: ...
-    def leap(self) -> int: ...
 
 
 class FieldLogLike(Protocol):
@@ -120,7 +117,16 @@ class FramesCodec:
 
 
 class DeviceSession:
-    """One device on one port: everything but the I/O."""
+    """One device on one port: everything but the I/O.
+
+    `link` and `baud` say what the line guarantees: a PING reaches the device no sooner than its
+    serialisation after T1, a PONG is seen no sooner than its serialisation plus the link's fixed
+    receive delay after T3 (`links.LinkProfile`); both are shortened by `baud_tolerance`, since a
+    UART's actual rate may be that much faster than nominal (an AVR at 16 MHz runs 115200 at +2.1 %)
+    and a minimum taken too long would exclude the truth. `wander_ppb`: how far the device's
+    frequency against the raw clock may move over the fit's window (see tsq.bridge.feasible).
+    ValueError for a tolerance or wander out of range; nothing a device sends raises.
+    """
 
     def __init__(
         self,
@@ -130,20 +136,33 @@ class DeviceSession:
         ping_interval_ns: int = NS_PER_S,
         ping_timeout_ns: int = 2 * NS_PER_S,
         lost_after_ns: int = 5 * NS_PER_S,
+        link: links.LinkProfile = links.PROFILES["pty"],
+        baud: int = 115200,
+        baud_tolerance: float = 0.03,
+        wander_ppb: float = 10.0,
     ) -> None:
+        if not 0 <= baud_tolerance < 1 or not 0 <= wander_ppb < 1e6:
+            raise ValueError("baud_tolerance must be in [0, 1) and wander_ppb in [0, 1e6)")
         self.port = port
         self.model = model
         self.ping_interval_ns = ping_interval_ns
         self.ping_timeout_ns = ping_timeout_ns
         self.lost_after_ns = lost_after_ns
+        self.link = link
+        self.baud = baud
+        self.baud_tolerance = baud_tolerance
+        self.wander_ppb = wander_ppb
         self.hello: Optional[HelloEvent] = None
-        self.fit: Optional[LineFit] = None
+        self.fit: Optional[FeasibleFit] = None
         self.codec: Codec = codec if codec is not None else FramesCodec()
         self.decoder = self.codec.new_decoder()
         self._seq = 0
         self._pending: dict[int, _Pending] = {}
         self._last_seen_raw: Optional[int] = None
-        self._last_tick: Optional[int] = None
+        self._last_t2: Optional[int] = None
+        # PING and PONG have the same length (PROTOCOL.md): the PING's is what both legs carry.
+        self.frame_bytes = len(self.codec.encode_ping(0))
+        self.min_out_ns, self.min_back_ns = self.line_minimums()
         self.connected = False
         self.resets = 0
         self.pings_sent = 0
@@ -152,6 +171,23 @@ class DeviceSession:
         self.last: Optional[Accepted] = None
         self.last_timescale: Optional[Timescale] = None
         self._bad_before = 0
+
+    def line_minimums(self) -> tuple[int, int]:
+        """(forward, back): the least time the link takes from T1 to T2 and from T3 to T4, in ns."""
+        serial = self.frame_bytes * self.link.byte_ns(self.baud)
+        back = serial + self.link.fixed_rx_delay_ns(self.frame_bytes, self.baud)
+        keep = max(0.0, 1.0 - self.baud_tolerance)
+        return int(serial * keep), int(back * keep)
+
+    def set_link(self, link: links.LinkProfile, baud: int) -> None:
+        """The port reopened on another kind of link (a by-id path now names another adapter): new
+        minimum delays from now on (the device answers the HELLO of `opened()` with a fresh fit)."""
+        self.link, self.baud = link, baud
+        self.min_out_ns, self.min_back_ns = self.line_minimums()
+
+    def _new_fit(self, tick_hz: int) -> FeasibleFit:
+        return FeasibleFit(tick_hz, self.min_out_ns, self.min_back_ns, wander_ppb=self.wander_ppb,
+                           horizon_ns=max(1, self.ping_interval_ns))
 
     # -- events from the port -------------------------------------------------------------------
     def opened(self) -> list[bytes]:
@@ -201,24 +237,29 @@ class DeviceSession:
         return None
 
     def _on_hello(self, h: HelloEvent) -> None:
+        if h.tick_hz <= 0:
+            self._bad_before += 1   # a HELLO with no tick rate cannot be served: dropped, counted
+            return
         # A HELLO is the device (re)starting: its tick counter starts again, the fit is void.
         if self.hello is not None:
             self.resets += 1
         self.hello = h
-        self.fit = LineFit(h.tick_hz)
+        self.fit = self._new_fit(h.tick_hz)
         self._pending.clear()
-        self._last_tick = None
+        self._last_t2 = None
 
     def _on_pong(self, e: PongEvent, t4_raw: int) -> Optional[Accepted]:
         p = self._pending.get(e.seq)
         if p is None or self.fit is None:
             return None
-        if self._last_tick is not None and e.t2_ticks < self._last_tick:
-            # Ticks went back without a HELLO (a reset whose HELLO we missed): start over.
+        # Ticks went back without a HELLO (a reset whose HELLO we missed): start over. T2 against
+        # the previous T2, not T3: an ISR stamps a PING's T2 on arrival, which may be before the
+        # main loop stamped the previous PONG's T3 (PROTOCOL.md).
+        if self._last_t2 is not None and e.t2_ticks < self._last_t2:
             self.resets += 1
             assert self.hello is not None
-            self.fit = LineFit(self.hello.tick_hz)
-        self._last_tick = e.t3_ticks
+            self.fit = self._new_fit(self.hello.tick_hz)
+        self._last_t2 = e.t2_ticks
         self.pongs += 1
         if p.warmup:
             del self._pending[e.seq]
@@ -267,7 +308,9 @@ class DeviceSession:
         utc0 = self.model.utc_ns(now_raw)
         utc1 = self.model.utc_ns(now_raw + NS_PER_S)
         k = fit.ticks_per_raw_ns
-        bound = self.bound_ns(now_raw + self.ping_interval_ns)
+        # The region's spread is convex in time: its largest over the interval is at one end.
+        now_bound, next_bound = self.bound_ns(now_raw), self.bound_ns(now_raw + self.ping_interval_ns)
+        bound = None if now_bound is None or next_bound is None else max(now_bound, next_bound)
         if t0 is None or utc0 is None or utc1 is None or not k or bound is None:
             return None
         ns_per_tick = (utc1 - utc0) / NS_PER_S / k
@@ -286,7 +329,7 @@ class DeviceSession:
         """Engine bound + line bound at raw instant `raw`."""
         if self.fit is None:
             return None
-        line = self.fit.line_bound_ns(raw)
+        line = self.fit.bound_ns(raw)
         engine = self.model.error_bound_ns(raw)
         if line is None or engine is None:
             return None
@@ -310,6 +353,7 @@ class DeviceSession:
         h = self.hello
         age = None if self._last_seen_raw is None else round((now_raw - self._last_seen_raw) / 1e9, 3)
         last = self.last
+        fit = self.fit
         return {
             "device": None if h is None else f"0x{h.device_id:08x}",
             "port": self.port,
@@ -320,16 +364,13 @@ class DeviceSession:
             "bound_ns": self.bound_ns(now_raw),
             "last_seen_age_s": age,
             "bad_frames": self.bad_frames,
+            "link": self.link.name,
+            "fit_points": None if fit is None else fit.points,
+            "fit_width_ns": None if fit is None else fit.width_ns,
+            "fit_empty_resets": None if fit is None else fit.empty_resets,
+            "fit_rejected": None if fit is None else fit.rejected + fit.conflicts,
         }
 
 
 WARMUP_GAP_S = 0.002   # a measured ping follows its warm-up ping by this much (see DeviceDriver)
 
-
-def __getattr__(name: str) -> Any:
-    # DeviceDriver moved to tsq.bridge.driver (it imports this module); old imports keep working.
-    if name == "DeviceDriver":
-        from tsq.bridge import driver
-
-        return driver.DeviceDriver
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

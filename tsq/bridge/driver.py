@@ -22,11 +22,12 @@ from tsq.bridge.device import (
     Codec,
     DeviceSession,
     FieldLogLike,
-    TimeModel,
 )
 from tsq.bridge.links import LinkProfile
 from tsq.bridge.port import PortLink
 from tsq.clock import raw_ns
+from tsq.fieldlog import DeviceRow
+from tsq.sync.model import TimeModel
 
 log = logging.getLogger("tsq.bridge")
 
@@ -52,8 +53,7 @@ class DeviceDriver:
         # detects it again at each open (the adapter behind a by-id path can change).
         self.profile: LinkProfile = portinfo.link_for(
             link.link, portinfo.resolve(link.path, link.sysfs_root))
-        # TODO(merge): pass link=self.profile, baud=link.baud to DeviceSession (the other helper's).
-        self.session = DeviceSession(link.path, model, codec,
+        self.session = DeviceSession(link.path, model, codec, link=self.profile, baud=link.baud,
                                      ping_interval_ns=round(ping_interval_s * NS_PER_S))
         self.ping_interval_s = ping_interval_s
         self.warmup_gap_s = warmup_gap_s
@@ -74,7 +74,9 @@ class DeviceDriver:
 
     def _on_open(self) -> None:
         if self.link.profile is not None:
-            self.profile = self.link.profile  # TODO(merge): hand a changed profile to the session
+            if self.link.profile is not self.profile:
+                self.session.set_link(self.link.profile, self.link.baud)
+            self.profile = self.link.profile
         self._implausible_before += self._decoder_implausible()  # opened() starts a new decoder
         self._outbox.extend(self.session.opened())
         self._wake.set()
@@ -135,16 +137,24 @@ class DeviceDriver:
                 log.info("%s: device answering again", self.link.path)
 
     def _accepted(self, acc: Accepted) -> None:
-        frame = self.session.make_timescale(raw_ns())
+        now = raw_ns()
+        frame = self.session.make_timescale(now)
         if frame is not None:
             self._outbox.append(frame)
             self._wake.set()
         if self.log is not None and self.session.hello is not None:
-            self.log.write({
+            ts = self.session.last_timescale if frame is not None else None
+            row: DeviceRow = {
+                # the one timescale of the logs: the model's UTC at the raw instant of the ping
+                "time_utc": self.session.model.utc_ns(acc.raw_ns), "raw_ns": acc.raw_ns,
+                "poll_s": self.ping_interval_s,
                 "device": f"0x{self.session.hello.device_id:08x}", "residual_ns": acc.residual_ns,
-                "line_delay_ns": acc.line_delay_ns, "bound_ns": acc.bound_ns,
+                "line_delay_ns": acc.line_delay_ns,
+                # what the device was told it can trust (None: no TIMESCALE went out for this ping)
+                "bound_ns": ts.bound_ns if ts is not None else None,
                 "state": self.session.state(acc.raw_ns),
-            }, now_unix_ns=time.time_ns())
+            }
+            self.log.write(row, now_unix_ns=time.time_ns())
 
     async def run(self) -> None:
         next_ping = 0.0

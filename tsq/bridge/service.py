@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Tuple
+from typing import Any, Optional, Tuple
 
 from tsq.bridge import links, nmea, portinfo
 from tsq.bridge.device import WARMUP_GAP_S
@@ -19,6 +19,7 @@ from tsq.bridge.driver import DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
 from tsq.clock import raw_ns
 from tsq.fieldlog import DEVICE_FIELDS, FieldLog
+from tsq.sync.model import TimeModel
 from tsq.tasks import cancel_and_wait
 from tsq.timefmt import utc_iso
 
@@ -27,13 +28,6 @@ NS_PER_S = 1_000_000_000
 log = logging.getLogger("tsq.bridge")
 
 
-class TimeModel(Protocol):
-    """The model contract of docs/internals.md (tsq/sync/model.py provides the engine's)."""
-
-    def utc_ns(self, raw_ns: int) -> Optional[int]: ...
-    def error_bound_ns(self, raw_ns: int) -> Optional[int]: ...
-    def state(self, raw_ns: int) -> str: ...
-    def leap(self) -> int: ...
 
 
 @dataclass

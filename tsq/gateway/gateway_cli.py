@@ -10,6 +10,7 @@ import argparse
 import os
 from typing import Tuple
 
+from tsq.bridge.links import PROFILES
 from tsq.gateway import sync_cli
 from tsq.gateway.config import DEFAULT_PATH
 
@@ -27,7 +28,6 @@ def position(text: str) -> Tuple[float, float]:
 
 def add_device_arguments(p: argparse.ArgumentParser, ports_help: str) -> None:
     """The serial devices' flags (shared by `tsq gateway` and `tsq bridge`)."""
-    from tsq.bridge.links import PROFILES
     p.add_argument("ports", nargs="*", metavar="PORT", help=ports_help)
     dev = p.add_argument_group("serial devices")
     dev.add_argument("--source", choices=["engine", "system"],
