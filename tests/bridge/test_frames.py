@@ -164,3 +164,17 @@ def test_stream_decoder_never_raises_and_counts(chunks: list[bytes]) -> None:
     frames_seen = b"".join(chunks).count(0)
     assert yielded + dec.bad_frames <= frames_seen
     assert dec.implausible <= dec.bad_frames
+
+
+def test_cobs_blocks_with_a_zero_inside_are_refused() -> None:
+    # code 3 says "two data bytes, then a zero", and one of those two bytes is itself a zero
+    with pytest.raises(frames.FrameError, match="zero byte inside"):
+        frames.cobs_decode(bytes([3, 1, 0]))
+
+
+def test_a_frame_that_decodes_longer_than_the_maximum_is_refused() -> None:
+    # MAX_RAW + 1 non-zero bytes COBS-encode to MAX_RAW + 2 bytes: within the encoded-length guard,
+    # beyond the decoded one
+    raw = bytes([1]) * (frames.MAX_RAW + 1)
+    with pytest.raises(frames.FrameError, match=f"longer than {frames.MAX_RAW}"):
+        frames.decode(frames.cobs_encode(raw))
