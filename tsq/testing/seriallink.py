@@ -322,15 +322,17 @@ class SerialLink:
             n = 0
         self.dropped += len(data) - n
 
-    def _read(self, fd: int) -> bytes:
+    def _read(self, fd: int) -> Optional[bytes]:
+        """What is there (b"" for nothing), or None when the tty is gone (EIO, hang-up)."""
         try:
-            return os.read(fd, 4096)
+            data = os.read(fd, 4096)
         except BlockingIOError:
             return b""
         except OSError as exc:
-            if exc.errno == errno.EIO:
-                return b""   # nothing has the other end open
+            if exc.errno in (errno.EIO, errno.ENXIO, errno.EBADF):
+                return None
             raise
+        return data or None
 
     def run(self, until_ns: Optional[int] = None) -> None:
         """Relay until `stop()` (or a signal handler calling it), or until `until_ns`."""
@@ -367,9 +369,9 @@ class SerialLink:
                 for key, _ in sel.select(timeout):
                     stamp = clock()
                     fd = int(key.fd)
-                    try:
-                        data = self._read(fd)
-                    except OSError:   # the device's tty went away (a replug): reopen it
+                    data = self._read(fd)
+                    if data is None and fd == self._dev and self._device_given:
+                        # the device's tty went away (a replug): reopen it
                         sel.unregister(fd)
                         registered.pop(fd, None)
                         os.close(fd)
