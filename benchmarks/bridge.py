@@ -133,7 +133,13 @@ def _row(r: dict) -> str:
     return (f"| {r['link']} | {r['rows']}/{r['measured']} | {r['p50']:.1f} | {r['p99']:.1f} | "
             f"{r['max']:.1f} | {r['mean']:+.1f} | {r['inside']:.1f} % | {r['first_sync_s']:.1f} | "
             f"{r['delay_p50']:.0f} | "
-            f"{r['resid_p99']:.1f} | {r['line_p50']:.1f}/{r['line_p99']:.1f}/{r['line_max']:.0f} |")
+            f"{r['resid_p99']:.1f} | {_line_err(r)} |")
+
+
+def _line_err(r: dict) -> str:
+    if r["line_p50"] != r["line_p50"]:   # NaN: no model on this link
+        return "— (no model)"
+    return f"{r['line_p50']:.1f}/{r['line_p99']:.1f}/{r['line_max']:.0f}"
 
 
 def main() -> int:
@@ -156,7 +162,9 @@ def main() -> int:
     ap.add_argument("--line-realtime", action="store_true",
                     help="run the line model under SCHED_FIFO (where allowed)")
     args = ap.parse_args()
-    args.line_extra = ("--realtime",) if args.line_realtime else ()
+    # under SCHED_FIFO the model wakes at once: no need to stay awake after traffic (which, spinning
+    # at real-time priority, would starve the bridge)
+    args.line_extra = ("--realtime", "--awake-ms", "0") if args.line_realtime else ()
     binary = build_host_firmware()
     paths = (os.getcwd(), os.environ.get("PYTHONPATH", ""))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))

@@ -66,7 +66,7 @@ from typing import Deque, Dict, List, Optional, Tuple
 from tsq.bridge.links import PROFILES, LinkProfile, profile
 
 INF = 1 << 62
-SPIN_NS = 200_000          # sleep until this long before a release, then spin
+SPIN_NS = 400_000          # sleep until this long before a release, then spin (a VM wakes ~50-250 µs late)
 TIGHT_NS = 30_000          # this close, spin on the clock alone (no syscalls)
 MAX_QUEUE = 4096           # bytes waiting in one direction before its writer is no longer read
 HIST_US = 20_000           # release-error histogram: 1 µs bins up to 20 ms (then "overflow")
@@ -337,7 +337,8 @@ class SerialLink:
     def run(self, until_ns: Optional[int] = None) -> None:
         """Relay until `stop()` (or a signal handler calling it), or until `until_ns`."""
         model, clock = self.model, time.monotonic_ns
-        sel = selectors.DefaultSelector()
+        # select(2) sleeps to the µs; epoll and poll round a timeout up to whole milliseconds
+        sel = selectors.SelectSelector()
         registered: Dict[int, bool] = {}
         awake_until = 0
         next_reopen = 0
