@@ -24,8 +24,8 @@ host -> device
   at the baud (not on CDC-ACM); UART: serialised from the write; pty: at once.
 
 `LinkModel` is that, sans-IO (bytes in with the time they were read, bytes out with the time they
-are due). `SerialLink` runs two of them between two pty pairs in one loop that sleeps until
-`SPIN_NS` before the next release and spins the rest; it is meant to run in its own process:
+are due). `SerialLink` runs two of them between two pty pairs in one loop that sleeps in select(2)
+until `SPIN_NS` before the next release and spins the rest; it is meant to run in its own process:
 
     python -m tsq.testing.seriallink --link ftdi-low --baud 115200
     device /dev/pts/5        (the device's port: a firmware host build opens it with --tty)
@@ -38,7 +38,13 @@ instead (e.g. the pty a `tsqb-posix --link PATH` made itself).
 The bytes a side writes are stamped when the loop reads them. Asleep in select() the loop reads
 them late by the scheduler's wake-up (tens of µs on an idle VM), so after any traffic it stays
 awake (polls without sleeping) for `awake_ms`: a bridge's measured ping follows its warm-up ping by
-2 ms, and a device answers at once, so both are read as they are written.
+2 ms, and a device answers at once, so both are read as they are written. Beside a device stand-in
+that never sleeps on a 2-core machine that spinning competes for a CPU (CFS then takes it away for
+milliseconds); `--realtime --awake-ms 0` (SCHED_FIFO, which wakes at once and must not spin long)
+is what `benchmarks/bridge.py --line-realtime` uses. Measured release error (written minus due),
+2026-12-02 on the 2-core VM, pings of 20/30 bytes: ftdi-low p50 1.5 µs, p99 10.5 µs; pl011 p99
+41.5 µs (per-byte releases 87 µs apart); without real-time priority and beside a spinning device,
+p99 ~4 ms.
 
 Memory is bounded: a side is not read while `MAX_QUEUE` of its bytes wait (the writer blocks, as a
 device's write waits for its UART); bytes the other side does not take (its input buffer full, as
