@@ -9,7 +9,13 @@ second), how often the truth was inside the device's own bound, the bridge's vie
 delay and residual about its fit, from its device log) and the bridge process's CPU (% of one core)
 and RSS.
 
-    python3 benchmarks/bridge.py [--duration 120] [--warmup 150] [--ping-interval 1]
+`--link NAME` puts a line model (tsq.testing.seriallink, profiles of tsq.bridge.links) between the
+firmware's pty and the bridge; `pty` (the default) is the firmware's own pty with no model; `all`
+runs every link in turn and prints one table row each, with the line model's own release error
+(written minus due). The bridge is passed `--link NAME` only when its --help offers the option.
+
+    python3 benchmarks/bridge.py [--link pty|ftdi|ftdi-low|ch340|cp210x|cdc-acm|pl011|16550|all]
+                                 [--duration 60] [--warmup 90] [--ping-interval 1]
                                  [--device-rx-spin-ms 2000] [--single-ping]
 
 The device stand-in stamps like an MCU (`--rx-spin-ms`, see firmware-bridge/ports/posix/main.c):
@@ -26,11 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tsq.bridge.links import PROFILES
 from tsq.fieldlog import read_rows
 from tsq.testing.firmware import SimulatedDevice, build_host_firmware
+from tsq.testing.seriallink import LineProcess
 
 
 def _cpu_s(pid: int) -> float:
@@ -52,32 +61,31 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=120.0, help="measured seconds (default 120)")
-    ap.add_argument("--warmup", type=float, default=150.0,
-                    help="seconds before measuring (default 150: the fit window holds 128 pings)")
-    ap.add_argument("--ping-interval", type=float, default=1.0)
-    ap.add_argument("--drift-ppm", type=float, default=50.0)
-    ap.add_argument("--device-rx-spin-ms", type=float, default=2000.0,
-                    help="the simulated device polls its tty without sleeping for this long after each "
-                         "read (default 2000, longer than a ping interval: always awake, as an MCU's RX "
-                         "interrupt is; 0: it sleeps in poll() and its T2 waits for the scheduler)")
-    ap.add_argument("--single-ping", action="store_true",
-                    help="pass --single-ping to the bridge (no warm-up ping: one exchange per interval)")
-    args = ap.parse_args()
-    binary = build_host_firmware()
+def _bridge_has_link_option(env: dict) -> bool:
+    out = subprocess.run([sys.executable, "-m", "tsq.bridge", "--help"], capture_output=True, text=True,
+                         env=env).stdout
+    return "--link" in out
+
+
+def run_link(link: str, args: argparse.Namespace, binary: object, pass_link: bool) -> Optional[dict]:
+    """One run through `link`; the figures of one table row (None when it never synchronised)."""
     with tempfile.TemporaryDirectory() as d, SimulatedDevice(d, device_id=0xBE4C, drift_ppm=args.drift_ppm,
                                                              offset_ms=5, binary=binary,
                                                              extra=("--rx-spin-ms",
                                                                     repr(args.device_rx_spin_ms))) as dev:
         path = [os.getcwd(), os.environ.get("PYTHONPATH", "")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
-        bridge = subprocess.Popen([sys.executable, "-m", "tsq.bridge", dev.path, "--source", "system",
+        # pty: the firmware's own pty, as before; any other link: the line model between the two
+        line = None if link == "pty" else LineProcess(link, 115200, device=dev.path, seed=args.seed,
+                                                      extra=args.line_extra).start()
+        port = dev.path if line is None else line.host_path
+        t_start = time.time_ns()
+        bridge = subprocess.Popen([sys.executable, "-m", "tsq.bridge", port, "--source", "system",
                                    "--assume-bound", "1000", "--baud", "115200", "--ping-interval",
                                    str(args.ping_interval), "--control", os.path.join(d, "control.sock"),
-                                   "--status-interval", "0", "--log", os.path.join(d, "log"),
-                                   "--fsync-interval", "1", *(["--single-ping"] if args.single_ping else [])],
+                                   "--log", os.path.join(d, "log"),
+                                   "--fsync-interval", "1", *(["--single-ping"] if args.single_ping else []),
+                                   *(["--link", link] if pass_link else [])],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             time.sleep(args.warmup)
@@ -85,33 +93,99 @@ def main() -> int:
             time.sleep(args.duration)
             cpu1, t1 = _cpu_s(bridge.pid), time.monotonic()
             rss = _rss_mb(bridge.pid)
-            rows = [(e, b) for rt, e, b, s in dev.truth() if rt >= start_ns and s == 1 and e is not None
-                    and b is not None]
+            truth = dev.truth()
         finally:
             bridge.terminate()
             bridge.wait(10)
+            line_stats = line.stop() if line is not None else {}
         pings = [r for r in read_rows([os.path.join(d, "log")], "devices")
                  if r["residual_ns"] and r["line_delay_ns"]][-int(args.duration / args.ping_interval):]
-        delays = [int(r["line_delay_ns"]) / 1000 for r in pings]
-        resids = [abs(int(r["residual_ns"])) / 1000 for r in pings]
+    rows = [(e, b) for rt, e, b, s in truth if rt >= start_ns and s == 1 and e is not None and b is not None]
+    first = [rt for rt, _e, _b, s in truth if s == 1]
+    measured = [rt for rt, _e, _b, _s in truth if rt >= start_ns]
     if not rows:
-        print("no synchronised truth rows: the device never synchronised", file=sys.stderr)
-        return 1
+        print(f"{link}: no synchronised truth rows in the measured window", file=sys.stderr)
     errs = [abs(e) / 1000 for e, _ in rows]
-    inside = sum(1 for e, b in rows if abs(e) <= b)
-    print(f"device: {args.drift_ppm:+g} ppm crystal, firmware host build over a pty, 115200 baud, "
-          f"ping every {args.ping_interval:g} s {'(single)' if args.single_ping else '(after a warm-up)'}; "
-          f"device RX spin {args.device_rx_spin_ms:g} ms; {len(rows)} truth rows after "
-          f"{args.warmup:g} s warm-up")
-    print(f"end-to-end |error|  p50 {_pct(errs, 0.5):8.1f} us  p99 {_pct(errs, 0.99):8.1f} us  "
-          f"max {max(errs):8.1f} us   mean {sum(e for e, _ in rows) / len(rows) / 1000:+.1f} us   "
-          f"inside own bound {100 * inside / len(rows):.1f}%")
-    if delays:
-        print(f"line delay p50 {_pct(delays, 0.5):8.1f} us  p99 {_pct(delays, 0.99):8.1f} us "
-              f"|residual| p50 {_pct(resids, 0.5):6.1f} us  p99 {_pct(resids, 0.99):6.1f} us  "
-              f"({len(delays)} accepted pings)")
-    print(f"bridge process      CPU {100 * (cpu1 - cpu0) / (t1 - t0):.2f} % of one core   RSS {rss:.1f} MB")
-    return 0
+    delays = [int(r["line_delay_ns"]) / 1000 for r in pings]
+    resids = [abs(int(r["residual_ns"])) / 1000 for r in pings]
+    return {
+        "link": link, "rows": len(rows), "measured": len(measured),
+        "p50": _pct(errs, 0.5) if errs else float("nan"), "p99": _pct(errs, 0.99) if errs else float("nan"),
+        "max": max(errs) if errs else float("nan"),
+        "mean": sum(e for e, _ in rows) / len(rows) / 1000 if rows else float("nan"),
+        "inside": 100 * sum(1 for e, b in rows if abs(e) <= b) / len(rows) if rows else float("nan"),
+        "first_sync_s": (first[0] - t_start) / 1e9 if first else float("nan"),
+        "delay_p50": _pct(delays, 0.5) if delays else float("nan"),
+        "resid_p99": _pct(resids, 0.99) if resids else float("nan"), "pings": len(delays),
+        "cpu": 100 * (cpu1 - cpu0) / (t1 - t0), "rss": rss,
+        "line_p50": line_stats.get("p50_us", float("nan")),
+        "line_p99": line_stats.get("p99_us", float("nan")),
+        "line_max": line_stats.get("max_us", float("nan")),
+    }
+
+
+HEADER = ("| link | synced rows | \\|error\\| p50 µs | p99 µs | max µs | mean µs | inside own bound | "
+          "first synchronised s | ping delay p50 µs | \\|residual\\| p99 µs | "
+          "link release error p50/p99/max µs |")
+
+
+def _row(r: dict) -> str:
+    return (f"| {r['link']} | {r['rows']}/{r['measured']} | {r['p50']:.1f} | {r['p99']:.1f} | "
+            f"{r['max']:.1f} | {r['mean']:+.1f} | {r['inside']:.1f} % | {r['first_sync_s']:.1f} | "
+            f"{r['delay_p50']:.0f} | "
+            f"{r['resid_p99']:.1f} | {_line_err(r)} |")
+
+
+def _line_err(r: dict) -> str:
+    if r["line_p50"] != r["line_p50"]:   # NaN: no model on this link
+        return "— (no model)"
+    return f"{r['line_p50']:.1f}/{r['line_p99']:.1f}/{r['line_max']:.0f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--link", default="pty", choices=[*PROFILES, "all"],
+                    help="the line between device and bridge (tsq.testing.seriallink; default pty: the "
+                         "firmware's own pty, no model); all: each in turn, one table row each")
+    ap.add_argument("--duration", type=float, default=60.0, help="measured seconds per link (default 60)")
+    ap.add_argument("--warmup", type=float, default=90.0,
+                    help="seconds before measuring (default 90)")
+    ap.add_argument("--ping-interval", type=float, default=1.0)
+    ap.add_argument("--drift-ppm", type=float, default=50.0)
+    ap.add_argument("--seed", type=int, default=1, help="the line model's frame and timer phases")
+    ap.add_argument("--device-rx-spin-ms", type=float, default=2000.0,
+                    help="the simulated device polls its tty without sleeping for this long after each "
+                         "read (default 2000, longer than a ping interval: always awake, as an MCU's RX "
+                         "interrupt is; 0: it sleeps in poll() and its T2 waits for the scheduler)")
+    ap.add_argument("--single-ping", action="store_true",
+                    help="pass --single-ping to the bridge (no warm-up ping: one exchange per interval)")
+    ap.add_argument("--line-realtime", action="store_true",
+                    help="run the line model under SCHED_FIFO (where allowed)")
+    args = ap.parse_args()
+    # under SCHED_FIFO the model wakes at once: no need to stay awake after traffic (which, spinning
+    # at real-time priority, would starve the bridge)
+    args.line_extra = ("--realtime", "--awake-ms", "0") if args.line_realtime else ()
+    binary = build_host_firmware()
+    paths = (os.getcwd(), os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
+    pass_link = _bridge_has_link_option(env)
+    links = list(PROFILES) if args.link == "all" else [args.link]
+    print(f"device: {args.drift_ppm:+g} ppm crystal, firmware host build, 115200 baud, ping every "
+          f"{args.ping_interval:g} s {'(single)' if args.single_ping else '(after a warm-up)'}; "
+          f"device RX spin {args.device_rx_spin_ms:g} ms; {args.warmup:g} s warm-up, "
+          f"{args.duration:g} s measured per link; "
+          f"bridge {'is' if pass_link else 'is not'} told the link")
+    print(HEADER)
+    print("|" + "---|" * 11)
+    ok = True
+    for link in links:
+        r = run_link(link, args, binary, pass_link)
+        ok = ok and r is not None and r["rows"] > 0
+        if r is not None:
+            print(_row(r), flush=True)
+            print(f"  {link}: bridge CPU {r['cpu']:.2f} % of one core, RSS {r['rss']:.1f} MB, "
+                  f"{r['pings']} pings", file=sys.stderr, flush=True)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
