@@ -291,10 +291,11 @@ class TsqRig(Rig):
         """From the daemons' -v output: answered exchanges, failures, and samples whose error against
         truth exceeds half their round trip (+ IMPOSSIBLE_MARGIN_NS): no path can make a correctly
         stamped sample that wrong, so their timestamps do not belong together."""
-        answered = failed = 0
+        answered = failed = rejected = 0
         impossible = {"accepted": 0, "rejected": 0}
         worst = 0.0
         names = [r.address for r in self.relays]
+        liar = None if self.sc.liar is None else names[self.sc.liar]   # its samples are wrong by design
         sample = re.compile(r"^(\S+ \S+) tsq\.sync: (\S+): \w+ (accepted|rejected)[^,]*, "
                             r"offset (-?\d+|None) ns, delay (-?\d+) ns")
         walls = [r.wall for r in self.readings]
@@ -303,7 +304,8 @@ class TsqRig(Rig):
                 m = sample.search(line)
                 if m:
                     answered += 1
-                    if m.group(4) == "None" or not walls:
+                    rejected += m.group(3) == "rejected"
+                    if m.group(4) == "None" or not walls or m.group(2) == liar:
                         continue
                     # the offset is relative to the model before this sample: add that model's error
                     wall = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
@@ -315,7 +317,7 @@ class TsqRig(Rig):
                         worst = max(worst, excess)
                 elif any(n in line for n in names) and "tsq.sync: " in line and "sources [" not in line:
                     failed += 1
-        return {"answered": answered, "failed": failed, "wrong": impossible["accepted"],
+        return {"answered": answered, "rejected": rejected, "failed": failed, "wrong": impossible["accepted"],
                 "wrong_rejected": impossible["rejected"], "worst_us": worst / 1e3}
 
     def finish(self) -> None:
@@ -545,6 +547,9 @@ def figures(rig: Rig) -> Figures:
                                   f"{ex['wrong_rejected']} rejected")
     steady = rig.bytes_per_day("steady", "first action")
     whole = rig.bytes_per_day("start", "end")
+    if sc.actions:
+        faulted = rig.bytes_per_day("first action", "end")
+        f.lines.append(f"bytes/day from the first fault to the end: {_mb(faulted)}")
     f.row["bytes/day"] = "-" if steady is None else f"{steady / 1e6:.2f} MB"
     f.lines.append(f"bytes/day through the relays (payload + IP/UDP headers): {_mb(steady)} from "
                    f"{STEADY_FROM_S:g} s to the first fault, {_mb(whole)} over the whole run "
