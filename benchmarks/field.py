@@ -582,17 +582,24 @@ def run_scenario(sc: Scenario, with_chrony: bool, seed: int) -> Dict[str, Figure
         if with_chrony:
             rigs.append(ChronyRig(sc, tmp, seed))
         errors: List[BaseException] = []
-        threads = [threading.Thread(target=run_rig, args=(r, errors), name=r.name, daemon=True) for r in rigs]
-        for th in threads:
-            th.start()
+        done = [threading.Event() for _ in rigs]
+
+        def job(rig: Rig, ev: threading.Event) -> None:
+            try:
+                run_rig(rig, errors)
+            finally:
+                ev.set()
+        for rig, ev in zip(rigs, done):
+            threading.Thread(target=job, args=(rig, ev), name=rig.name, daemon=True).start()
         try:
-            for th in threads:
-                while th.is_alive():
-                    th.join(0.5)
+            for ev in done:
+                while not ev.wait(0.5):
+                    pass
         except BaseException:
+            # Events, not Thread.join: a join interrupted by ctrl-C can make later joins return at once
             STOP.set()
-            for th in threads:
-                th.join(60)      # each thread's ExitStack stops its processes
+            for ev in done:
+                ev.wait(120)      # each thread's ExitStack stops its processes
             raise
         if errors:
             raise errors[0]
@@ -627,6 +634,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # even when started with it ignored (&)
     table = scenarios(args.quick)
     started = time.monotonic()
     print(f"field scenarios ({'quick' if args.quick else 'full'}), "
