@@ -16,14 +16,21 @@ was made even while in use. Either way the next datagram from the client leaves 
 socket, so the server sees the client's address (port) change, and whatever the server still sends
 to the old one is dropped, as a NAT drops traffic to a mapping it no longer has (`counters.rebinds`,
 `counters.nat_dropped`).
+
+Counters include the payload bytes each way (bytes per day of a link); the CLI prints them as
+`stats {json}` every `--stats-interval` s and at exit (SIGTERM too). `--drop-all-file PATH` drops
+everything both ways while PATH exists: an outage of the path without restarting the relay.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import json
+import os
 import random
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -81,6 +88,13 @@ class RelayCounters:
     duplicated: int = 0
     rebinds: int = 0           # NAT mappings replaced (the server saw a new client port)
     nat_dropped: int = 0       # datagrams from the server to a mapping that had expired
+    bytes_in: int = 0          # UDP payload bytes received from clients (before loss)
+    bytes_out: int = 0         # UDP payload bytes received from the server for clients (before loss)
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+
+    def to_json(self) -> Dict[str, int]:
+        return dict(vars(self))
 
 
 @dataclass
@@ -97,8 +111,11 @@ class UdpRelay:
     def __init__(self, upstream: Address, *, forward: Impairment = Impairment(),
                  backward: Impairment = Impairment(), listen: Address = ("127.0.0.1", 0),
                  seed: Optional[int] = None, nat_idle_s: Optional[float] = None,
-                 rebind_every_s: Optional[float] = None) -> None:
+                 rebind_every_s: Optional[float] = None, drop_all_file: Optional[str] = None) -> None:
         self.upstream = upstream
+        self.drop_all_file = drop_all_file
+        self._drop_checked = -1.0
+        self._dropping = False
         self.forward = forward
         self.backward = backward
         self.nat_idle_s = nat_idle_s
@@ -146,6 +163,9 @@ class UdpRelay:
 
     def _schedule(self, impairment: Impairment, sock: socket.socket, data: bytes,
                   addr: Optional[Address], forward: bool, arrived: float) -> None:
+        if self._drop_all(arrived):
+            self.counters.dropped += 1
+            return
         bursts = self._bursts[forward]
         delays = impairment.delays(self._rng, 0.0 if bursts is None else bursts.extra_s(arrived))
         if not delays:
@@ -161,6 +181,15 @@ class UdpRelay:
             self.counters.forwarded += 1
         else:
             self.counters.returned += 1
+
+    def _drop_all(self, now: float) -> bool:
+        """Whether the outage file exists (looked at no more than 10 times a second)."""
+        if self.drop_all_file is None:
+            return False
+        if now - self._drop_checked >= 0.1:
+            self._drop_checked = now
+            self._dropping = os.path.exists(self.drop_all_file)
+        return self._dropping
 
     def _expired(self, m: _Mapping, now: float) -> bool:
         return ((self.nat_idle_s is not None and now - m.last_out > self.nat_idle_s)
@@ -238,12 +267,16 @@ class UdpRelay:
             if stamp is not None:  # when it arrived, not when this thread got round to it
                 arrived -= max(0, clock.realtime_ns() - stamp) / 1e9
             if sock is self._front:
+                self.counters.bytes_in += len(data)
+                self.counters.datagrams_in += 1
                 self._schedule(self.forward, self._upstream_for(tuple(addr), arrived), data, None, True,
                                arrived)
             else:
                 m = self._by_sock.get(sock)
                 if m is None:
                     continue
+                self.counters.bytes_out += len(data)
+                self.counters.datagrams_out += 1
                 if self._by_client.get(m.client) is not m or self._expired(m, arrived):
                     self.counters.nat_dropped += 1     # the NAT has no mapping for it any more
                     continue
@@ -275,6 +308,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rebind-every-s", type=float, metavar="S",
                    help="NAT rebinding: a client's mapping expires S s after it was made, even in use")
     p.add_argument("--seed", type=int)
+    p.add_argument("--stats-interval", type=float, default=0.0, metavar="S",
+                   help="print the counters as a line 'stats {json}' every S s (0: only at exit)")
+    p.add_argument("--drop-all-file", metavar="PATH",
+                   help="while PATH exists, drop every datagram both ways (an outage without a restart)")
     args = p.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     uhost, _, uport = args.upstream.rpartition(":")
@@ -288,13 +325,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     relay = UdpRelay((uhost, int(uport)), forward=imp("fwd"), backward=imp("back"),
                      listen=(host, int(port)), seed=args.seed, nat_idle_s=args.nat_idle_s,
-                     rebind_every_s=args.rebind_every_s).start()
+                     rebind_every_s=args.rebind_every_s, drop_all_file=args.drop_all_file).start()
     print(f"relay {relay.address[0]}:{relay.port} -> {args.upstream}", flush=True)
+
+    def stats() -> None:
+        print("stats " + json.dumps(relay.counters.to_json()), flush=True)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)   # a SIGTERM still prints the final counters
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(args.stats_interval or 3600)
+            if args.stats_interval:
+                stats()
     except KeyboardInterrupt:
         relay.stop()
+        stats()
     return 0
 
 
