@@ -30,7 +30,7 @@ def test_bridge_synchronises_a_device_behind_the_link(link: str) -> None:
             LineProcess(link, 115200, device=dev.path, seed=4) as line:
         bridge = subprocess.Popen(
             [sys.executable, "-m", "tsq.bridge", line.host_path, "--source", "system", "--assume-bound",
-             "1000", "--baud", "115200", "--ping-interval", "0.5", "--status-interval", "0",
+             "1000", "--baud", "115200", "--ping-interval", "0.5", "--link", link,
              "--control", os.path.join(d, "control.sock")],
             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
