@@ -82,7 +82,8 @@ def _figures(mags: List[int]) -> str:
 # ------------------------------------------------------------------------------------------ TSQ
 async def _tsq_series(server: str, ca: str, workdir: str, seconds: float) -> Tuple[Series, int, int]:
     """The model's error against CLOCK_REALTIME over `seconds`; also (readings, synchronised)."""
-    from tsq.gateway.runner import SyncConfig, SyncRunner
+    from tsq.gateway.runner import SyncRunner
+    from tsq.gateway.settings import SyncConfig
 
     runner = SyncRunner(SyncConfig(servers=[server], ca=ca, minpoll=0, maxpoll=0, quiet=True,
                                    control_path=os.path.join(workdir, "control.sock")))

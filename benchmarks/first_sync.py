@@ -44,7 +44,8 @@ async def trial(port: int, pin: str, mode: str, interleaved: bool) -> float:
 async def daemon_trial(port: int, pin: str) -> float:
     """A fresh SyncRunner from construction to a synchronised model (checked every 0.5 ms)."""
     from tsq import clock
-    from tsq.gateway.runner import SyncConfig, SyncRunner
+    from tsq.gateway.runner import SyncRunner
+    from tsq.gateway.settings import SyncConfig
 
     t0 = time.perf_counter()
     runner = SyncRunner(SyncConfig(servers=[f"127.0.0.1:{port}"], pin=pin, quiet=True))

@@ -27,7 +27,8 @@ ENGINE_MAY_NOT = ("tsq.session", "tsq.quic", "tsq.gateway", "tsq.bridge", "tsq.d
 # the whole gateway and a gateway does not import the demo or the plotting stack (start-up time and
 # RSS on a Pi), and the report may load its numpy-based modules only when it computes with them
 # (numpy is an optional extra). Nowhere else: a tsq import inside a function is a cycle being dodged.
-LAZY_ALLOWED = {"tsq.cli", "tsq.bridge.cli", "tsq.report", "tsq.report_stats"}
+# The gateway loads its engine runner (and with it QUIC) only when it has servers.
+LAZY_ALLOWED = {"tsq.cli", "tsq.bridge.cli", "tsq.report", "tsq.report_stats", "tsq.gateway.app"}
 
 
 def _module_name(path: Path) -> str:

@@ -82,7 +82,7 @@ def test_link_flag_reaches_the_bridge_config_from_the_gateway() -> None:
 
     from tsq.gateway.app import bridge_config
     from tsq.gateway.gateway_cli import add_device_arguments
-    from tsq.gateway.runner import SyncConfig
+    from tsq.gateway.settings import SyncConfig
     from tsq.gateway.sync_cli import flag_values
 
     p = argparse.ArgumentParser()

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tsq.gateway.config import ConfigError, load_config, parse_config
-from tsq.gateway.runner import SyncConfig
+from tsq.gateway.settings import SyncConfig
 from tsq.gateway.sync_cli import add_parser, config_from_args
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "tsq.toml")

@@ -26,7 +26,8 @@ from tsq.demo.firmware import FirmwareError, SimulatedDevice, build_host_firmwar
 from tsq.demo.pki import make_pki
 from tsq.demo.standin import StandInDevice
 from tsq.fieldlog_files import truth_line
-from tsq.gateway.runner import SyncConfig, SyncRunner
+from tsq.gateway.runner import SyncRunner
+from tsq.gateway.settings import SyncConfig
 from tsq.gateway.systemmodel import SystemClockModel
 from tsq.quic.server import ServerConfig, TsqServer
 from tsq.tasks import cancel_and_wait

@@ -13,7 +13,8 @@ from dataclasses import fields
 from typing import Any, Dict, List
 
 from tsq.gateway.config import DEFAULT_PATH, ConfigError, config_files, load_config
-from tsq.gateway.runner import SyncConfig, check_trust, trust_verifier
+from tsq.gateway.runner import check_trust, trust_verifier
+from tsq.gateway.settings import SyncConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

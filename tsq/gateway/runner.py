@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from tsq import clock
 from tsq.auth import Verifier, load_verify_key
@@ -22,6 +21,7 @@ from tsq.gateway.control import ControlServer, default_control_path
 from tsq.gateway.driftfile import SAVE_INTERVAL_S as DRIFT_SAVE_INTERVAL_S
 from tsq.gateway.driftfile import load_drift, save_drift
 from tsq.gateway.notify import SystemdNotifier
+from tsq.gateway.settings import SyncConfig
 from tsq.gateway.status_cli import summary_line
 from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
 from tsq.outputs.refclock import RefclockOutput
@@ -41,58 +41,6 @@ NS_PER_S = 1_000_000_000
 OUTPUT_TICK_S = 1.0          # metrics file, holdover checks
 REFCLOCK_INTERVAL_S = 0.25   # chronyd's SOCK refclock takes the median of the samples of each poll:
                              # several per second keep even `poll 0` fed
-
-
-@dataclass
-class SyncConfig:
-    """Everything `tsq sync` can be told (CLI flags or the TOML file; see examples/tsq.toml)."""
-
-    servers: List[str] = field(default_factory=list)   # "HOST[:PORT]"
-    ca: Optional[str] = None
-    pin: Optional[str] = None
-    insecure: bool = False
-    allow_legacy_alpn: bool = False    # also speak ALPN tsq/1 (the deployed implementation)
-    verify_key: Optional[str] = None   # key file: responses must carry a Signature Block it verifies
-    key_id: int = 1
-    require_signature: bool = False    # implied by verify_key
-    mode: str = "auto"
-    minpoll: int = 0                   # log2 seconds
-    maxpoll: int = 6
-    log_dir: Optional[str] = None
-    fsync_interval_s: float = 5.0
-    control_path: Optional[str] = None
-    # outputs, all off by default
-    adjust_system: bool = False
-    makestep: float = 1.0            # step when |offset| > this ...
-    makestep_limit: int = 3            # ... in the first N clock updates (then only slew)
-    panic: float = 1000.0            # never touch the clock for |offset| > this (0: no limit)
-    dry_run: bool = False              # --adjust-system only says what it would do
-    refclock_sock: Optional[str] = None
-    refclock_time_bits: str = "auto"
-    metrics_file: Optional[str] = None
-    metrics_port: Optional[int] = None
-    # client
-    # Two exchanges back to back per poll, the second sampled: its request leaves on the kernel's warm
-    # send path like the server's answer, which removes a ~1 µs one-sided bias (docs/benchmarks.md).
-    paired: bool = True
-    # The longest wait for one answer; below it the session waits 8 x the slowest recent round trip
-    # (at least 0.25 s), so this only matters on long paths (geostationary: 600 ms and more).
-    timeout_s: float = 4.0
-    connect_timeout_s: float = 3.0
-    backoff_max_s: float = 64.0
-    ready_timeout_s: float = 90.0      # systemd READY=1 at the first synchronisation, or after this
-    drift_file: Optional[str] = None   # the raw clock's frequency across restarts (tsq.gateway.driftfile)
-    # serial devices (tsq.bridge): none by default
-    ports: List[str] = field(default_factory=list)
-    baud: int = 115200
-    link: Optional[str] = None         # link type of every port; None: detect (tsq.bridge)
-    ping_interval_s: float = 1.0
-    single_ping: bool = False
-    nmea: bool = False
-    nmea_position: Optional[Tuple[float, float]] = None
-    source: str = "engine"             # the devices' time: "engine" (the servers) | "system"
-    assume_bound_ns: Optional[int] = None   # with source "system": vouch for the system clock
-    quiet: bool = False
 
 
 def check_trust(config: SyncConfig) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Dict
 from tsq.gateway.app import Gateway, serve
 from tsq.gateway.config import ConfigError, load_config
 from tsq.gateway.control import ControlError, default_control_path
-from tsq.gateway.runner import SyncConfig
+from tsq.gateway.settings import SyncConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
