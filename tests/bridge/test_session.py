@@ -14,7 +14,7 @@ import os
 import random
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -24,6 +24,7 @@ from tsq.bridge.driver import DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
 from tsq.gateway.systemmodel import SystemClockModel
 from tsq.testing.standin_device import StandInDevice
+from tsq.testing.timemodels import FixedModel
 
 
 def _pty_at(link: str) -> tuple[int, int]:
@@ -101,20 +102,6 @@ def test_session_converges_survives_garbage_reset_and_replug() -> None:
 
 
 # -- sans-IO: the session's own logic, on simulated lines -------------------------------------------
-class FixedModel:
-    """A TimeModel with UTC = raw + 1 s, synchronised, 1 µs bound."""
-
-    def utc_ns(self, raw_ns: int) -> Optional[int]:
-        return raw_ns + NS
-
-    def error_bound_ns(self, raw_ns: int) -> Optional[int]:
-        return 1_000
-
-    def state(self, raw_ns: int) -> str:
-        return "synchronised"
-
-    def leap(self) -> int:
-        return 0
 
 
 NS = 1_000_000_000

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from tsq.bridge import frames
 from tsq.bridge.device import DeviceSession
+from tsq.testing.timemodels import FixedModel
 
 NS = 1_000_000_000
 
 
-class FixedModel:
-    """A TimeModel with UTC = raw + 1 s, synchronised, 1 µs bound."""
-
-    def utc_ns(self, raw_ns: int) -> Optional[int]:
-        return raw_ns + NS
-
-    def error_bound_ns(self, raw_ns: int) -> Optional[int]:
-        return 1_000
-
-    def state(self, raw_ns: int) -> str:
-        return "synchronised"
-
-    def leap(self) -> int:
-        return 0
 
 
 def pong(seq: int, t2: int, t3: int) -> bytes:
