@@ -43,7 +43,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+    # run as a script from a checkout: its tsq. Imported (tests/benchmarks), the installed one stays
+    # first: putting the checkout ahead of it would shadow the built extension for the whole run.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tsq.gateway.control import ControlError, query_status
 from tsq.testing.certs import TestPki, make_pki

@@ -170,6 +170,8 @@ def test_cobs_blocks_with_a_zero_inside_are_refused() -> None:
     # code 3 says "two data bytes, then a zero", and one of those two bytes is itself a zero
     with pytest.raises(frames.FrameError, match="zero byte inside"):
         frames.cobs_decode(bytes([3, 1, 0]))
+    with pytest.raises(frames.FrameError, match="zero byte inside"):
+        frames.cobs_decode(bytes([2, 1, 0]))   # a zero where a code byte belongs
 
 
 def test_a_frame_that_decodes_longer_than_the_maximum_is_refused() -> None:
