@@ -25,7 +25,7 @@ from tsq.clock import raw_ns
 from tsq.demo.firmware import FirmwareError, SimulatedDevice, build_host_firmware
 from tsq.demo.pki import make_pki
 from tsq.demo.standin import StandInDevice
-from tsq.fieldlog_files import truth_line
+from tsq.fieldlog_files import TRUTH_STATES, truth_line
 from tsq.gateway.runner import SyncRunner
 from tsq.gateway.settings import SyncConfig
 from tsq.gateway.systemmodel import SystemClockModel
@@ -175,7 +175,8 @@ async def _demo(args: argparse.Namespace) -> int:
         tmp_ctx.cleanup()
 
 
-_TRUTH_STATE = {"synchronised": 1, "holdover": 2}
+# the truth log's state codes, by the model's state names (0 for any other: unsynchronised)
+_TRUTH_CODE = {name: code for code, name in TRUTH_STATES.items()}
 
 
 def _print_table(model: Any, bridge: Bridge, devices: list[Any], truth: Optional[TextIO] = None) -> None:
@@ -189,7 +190,7 @@ def _print_table(model: Any, bridge: Bridge, devices: list[Any], truth: Optional
     if truth is not None:  # truth-gateway.log beside the field logs, which `tsq report` reads
         bound = model.error_bound_ns(raw)
         truth.write(truth_line(realtime, utc if bound is not None else None, bound,
-                               _TRUTH_STATE.get(model.state(raw), 0)))
+                               _TRUTH_CODE.get(model.state(raw), 0)))
         truth.flush()
     stamp = time.strftime("%H:%M:%S")
     lines = [f"{stamp} {'clock':<14} {'state':<15} {'bound':>10} {'true error':>11} {'line delay':>11}",
