@@ -265,8 +265,11 @@ class TestS6_3_2Error:
         with tsq_server() as srv:
             async def go() -> None:
                 async with open_probe(pki, srv.port) as p:
+                    # The last is too long. It does not start with the Nonce, so none of its
+                    # prefixes is a whole request: with the Nonce first, a packet boundary on a TLV
+                    # boundary would complete it early (docs/wire.md "Stream framing") and be answered.
                     for junk in (os.urandom(300), tlv(1, NONCE) + tlv(253, b"\x02\xff\xfe\x00"),
-                                 tlv(1, NONCE) + tlv(200, bytes(255)) * 20):   # the last is too long
+                                 tlv(200, bytes(255)) * 20 + tlv(1, NONCE)):
                         err = wire.decode_response(await p.ask_stream(junk))
                         assert isinstance(err, wire.ErrorResponse) and len(err.reason.encode()) <= 255
 

@@ -299,10 +299,23 @@ def test_fuzzed_requests_never_stop_the_server(pki: TestPki, server: ServerThrea
             assert answer is not None  # every stream request is answered (response or Error TLV)
             wire.decode_response(answer)  # and the answer is well-formed
 
+    def exchange(mode: str) -> int:
+        # The server's basic T3 is its stamp plus the minimum stamp-to-wire residual of its recent
+        # answers (most of them to fuzz, on a loaded machine): on a loopback round trip of tens of
+        # µs it can land after the real departure, and the client then rightly discards the sample
+        # (draft §6.6, docs/wire.md "Interleaved T3"). Only that rejection is retried, twice.
+        for attempt in range(3):
+            try:
+                return loop.run_until_complete(c.exchange(mode)).delay_ns
+            except TsqInvalidResponse as exc:
+                if "non-positive round-trip" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     try:
         fuzz()
-        assert loop.run_until_complete(c.exchange("datagram")).delay_ns > 0
-        assert loop.run_until_complete(c.exchange("stream")).delay_ns > 0
+        assert exchange("datagram") > 0
+        assert exchange("stream") > 0
     finally:
         loop.run_until_complete(c.close())
         loop.close()
