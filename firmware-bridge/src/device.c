@@ -73,6 +73,12 @@ void tsqb_device_init(tsqb_device *d, uint32_t device_id, uint32_t tick_hz, cons
     d->fw[2] = fw[2];
     d->caps = caps;
     d->last_status_tick = now_tick;
+    {
+        /* A lone delimiter first: a frame the reset cut short ends here and is dropped alone,
+         * instead of swallowing the HELLO (PROTOCOL.md, "Framing"). */
+        static const uint8_t delimiter = 0;
+        tsqb_port_write(&delimiter, 1);
+    }
     send_hello(d, now_tick);
 }
 

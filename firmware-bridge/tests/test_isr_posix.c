@@ -117,7 +117,9 @@ int main(void)
     for (i = 0; i < g_out_len; i++) {
         if (g_out[i] != 0)
             continue;
-        if (tsqb_decode(g_out + start, i - start, &m) != TSQB_OK)
+        if (i == start) /* an empty frame: the lone delimiter before the HELLO at boot */
+            ;
+        else if (tsqb_decode(g_out + start, i - start, &m) != TSQB_OK)
             broken++;
         else if (m.type == TSQB_PONG) {
             pongs++;

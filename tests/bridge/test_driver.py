@@ -52,9 +52,9 @@ def test_nonsense_hello_is_dropped_then_handshake_and_reset_are_logged(
             await asyncio.wait_for(pl.wait_connected(), 5)
             for hz in (0, 2**32 - 1):   # the 32 tracebacks and the "synchronised" bogus device of issue 14
                 os.write(master, frames.encode(frames.Hello(1, 0xBAD, (1, 0, 0), 1, hz, 0)))
-            await _until(lambda: drv.status()["implausible_frames"] == 2)
+            await _until(lambda: drv.status().implausible_frames == 2)
             st = drv.status()
-            assert st["state"] == "handshake" and st["device"] is None and st["bad_frames"] == 2
+            assert st.state == "handshake" and st.device is None and st.bad_frames == 2
             assert drv.session.hello is None and drv.internal_errors == 0
             os.write(master, frames.encode(frames.Hello(2, 0xC0FFEE, (1, 2, 3), 1, 1_000_000, 1)))
             await _until(lambda: drv.session.hello is not None)
@@ -72,8 +72,8 @@ def test_nonsense_hello_is_dropped_then_handshake_and_reset_are_logged(
             os.close(slave)
 
     st = asyncio.run(asyncio.wait_for(main(), 30))
-    assert st["device"] == "0x00c0ffee" and st["link"] == "pty" and st["implausible_frames"] == 2
-    assert st["low_latency"] == "not applicable (pty)" and st["port_error"] is None
+    assert st.device == "0x00c0ffee" and st.link == "pty" and st.implausible_frames == 2
+    assert st.low_latency == "not applicable (pty)" and st.port_error is None
     lines = [r.getMessage() for r in caplog.records if r.name == "tsq.bridge"]
     drops = [m for m in lines if "dropped " in m]
     assert len(drops) == 1, lines       # the second reason came within the 10 s rate limit
@@ -137,6 +137,6 @@ def test_no_byte_stream_makes_the_driver_raise(actions: list[Action]) -> None:
             drv._on_data(act, now)
         assert drv.internal_errors == 0
     st_ = drv.status()
-    assert st_["bad_frames"] >= st_["implausible_frames"] >= 0
+    assert st_.bad_frames >= st_.implausible_frames >= 0
     if drv.session.hello is not None:
         assert frames.MIN_TICK_HZ <= drv.session.hello.tick_hz <= frames.MAX_TICK_HZ

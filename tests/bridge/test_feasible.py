@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsq.bridge.feasible import FeasibleFit, PingSample
+from tsq.bridge.feasible import FeasibleFit, PingSample, _clip
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -291,3 +291,68 @@ def test_a_calibrated_one_sided_receive_delay_is_no_bias() -> None:
     (err_raw, bound_raw), (err_cal, bound_cal) = results[False], results[True]
     assert err_raw <= bound_raw and err_cal <= bound_cal
     assert err_raw > 100_000 and err_cal < 10_000 and bound_cal < bound_raw / 4
+
+
+# -- the region's corner cases, each with what it must do -----------------------------------------------
+def _tight(t_ns: int, offset_ns: int) -> PingSample:
+    """A 1 MHz device whose counter reads t/1 µs at raw t + offset, pinged with a 2 µs round trip."""
+    tick = t_ns // 1000
+    raw = tick * 1000 + offset_ns
+    return PingSample(raw - 1000, tick, tick, raw + 1000)
+
+
+def test_a_ping_off_the_line_between_two_others_empties_the_region() -> None:
+    """0, -100 µs, 0 at 1 s intervals: each pair is feasible (and the offsets' box allows all three),
+    but no straight line passes all three within 1 µs — the third is held back, not believed."""
+    fit = FeasibleFit(1_000_000, min_points=1, conflicts_to_restart=3)
+    assert fit.add(_tight(NS, 0)).accepted and fit.add(_tight(2 * NS, -100_000)).accepted
+    r = fit.add(_tight(3 * NS, 0))
+    assert not r.accepted and r.reason == "conflicts with the window" and fit.points == 2
+    # Queries beyond any real stamp (2**256 ns from the window) have no answer, and raise nothing.
+    assert fit.ticks_at(2**300) is None and fit.bound_ns(-(2**300)) is None and fit.raw_at(2**300) is None
+
+
+def test_a_restart_keeps_the_longest_feasible_tail_of_the_held_pings() -> None:
+    # Found by a search over small random windows: the restart has to cut past the middle.
+    fit = FeasibleFit(1_000_000, min_points=1, conflicts_to_restart=2)
+    rows = [(2000000000, 4000000000, 4000000029, 2008881152),
+            (2000004000, 7000000000, 7000000238, 2006041890),
+            (2000006000, 8000000000, 8000000948, 2001314537)]
+    results = [fit.add(PingSample(*r)) for r in rows]
+    assert [r.accepted for r in results] == [True, False, True]
+    assert fit.empty_resets == 1 and fit.points == 1
+
+
+def test_a_restart_drops_held_pings_whose_ticks_are_past_the_new_ping() -> None:
+    # Found by a search over small random windows (max_ppm 100): a held ping's counter is ahead of
+    # the ping that restarts the window, so it cannot precede it and is dropped from the new one.
+    fit = FeasibleFit(1_000_000, min_points=1, conflicts_to_restart=2, max_ppm=100)
+    rows = [(2, -1000000, -999240, 6341700), (2000000002, 0, 601, 2008978907),
+            (3000000002, 0, 761, 3007543830),
+            (5000000002, 3000000, 3000903, 5007189475), (5000000006, 3000000, 3000533, 5007130731),
+            (5004000006, 3000002, 3000046, 5009220270), (7004000006, 3003002, 3003234, 7004438392),
+            (7004002006, 3003003002, 3003003354, 7014047794)]
+    for r in rows:
+        fit.add(PingSample(*r))
+    assert fit.empty_resets >= 1 and fit.ready
+    newest = PingSample(*rows[-1])
+    bound = fit.bound_ns(newest.t4_raw)
+    assert bound is not None and fit.ticks_at(newest.t4_raw) is not None
+
+
+def test_held_pings_out_of_order_among_themselves_are_left_out_of_a_restart() -> None:
+    """Window 0, -100 µs; then three conflicting pings, the second with a counter behind the first's
+    (a glitch): the restart keeps the first and the newest, not the glitch."""
+    fit = FeasibleFit(1_000_000, min_points=1, conflicts_to_restart=3)
+    assert fit.add(_tight(NS, 0)).accepted and fit.add(_tight(2 * NS, -100_000)).accepted
+    first, glitch, newest = _tight(3 * NS, 0), _tight(2_500_000_000, 600_000_000), _tight(4 * NS, 0)
+    assert glitch.t1_raw > first.t1_raw and glitch.t2_ticks < first.t2_ticks
+    assert [fit.add(p).accepted for p in (first, glitch, newest)] == [False, False, True]
+    assert fit.empty_resets == 1 and fit.points == 2
+    got = fit.raw_at(first.t2_ticks)   # the line through first and newest, within the 2 µs round trip
+    assert got is not None and abs(got - (first.t1_raw + 1000)) <= 1000
+
+
+def test_clip_keeps_a_vertex_on_the_cut_once() -> None:
+    # The cut c <= 0 passes through (0, 0) and (1, 0); (1, 1) and (0, 1) are outside.
+    assert _clip([(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)], 0.0, 1.0, 0.0) == [(0.0, 0.0), (1.0, 0.0)]

@@ -63,14 +63,14 @@ def test_converges_and_stays_within_its_bound(extra: tuple[str, ...]) -> None:
         bridge = _bridge([dev.path])
 
         async def body() -> None:
-            await _until(lambda: bridge.status()[0]["state"] == "synchronised", 20, "synchronised")
+            await _until(lambda: bridge.status()[0].state == "synchronised", 20, "synchronised")
             start = time.time_ns() + 2 * 10**9  # let the 50 ppm fit settle
             await _until(lambda: len(_synced_rows(dev, start)) >= 5, 20, "5 truth rows")
             rows = _synced_rows(dev, start)
             assert all(abs(e) <= b for _, e, b in rows), rows
             assert max(abs(e) for _, e, _ in rows) < 1_000_000, rows  # loaded 2-core CI: generous
             st = bridge.status()[0]
-            assert st["device"] == "0x00c0ffee" and st["firmware"] == "1.0.0" and st["bad_frames"] == 0
+            assert st.device == "0x00c0ffee" and st.firmware == "1.0.0" and st.bad_frames == 0
 
         asyncio.run(asyncio.wait_for(_run(bridge, body), 60))
 
@@ -81,7 +81,7 @@ def test_device_restart_and_garbage_to_the_device() -> None:
         bridge = _bridge([dev.path])
 
         async def body() -> None:
-            await _until(lambda: bridge.status()[0]["state"] == "synchronised", 20, "synchronised")
+            await _until(lambda: bridge.status()[0].state == "synchronised", 20, "synchronised")
             dev.reset()
             await _until(lambda: bridge.drivers[0].session.resets >= 1, 10, "reset seen")
             since = time.time_ns()
@@ -106,12 +106,12 @@ def test_two_devices_at_once() -> None:
         bridge = _bridge([a.path, b.path])
 
         async def body() -> None:
-            await _until(lambda: all(s["state"] == "synchronised" for s in bridge.status()), 30, "both")
+            await _until(lambda: all(s.state == "synchronised" for s in bridge.status()), 30, "both")
             since = time.time_ns() + 10**9
             for dev in (a, b):
                 await _until(lambda dev=dev: len(_synced_rows(dev, since)) >= 3, 20, "truth rows")
                 assert all(abs(e) <= bd for _, e, bd in _synced_rows(dev, since))
-            assert {s["device"] for s in bridge.status()} == {"0x00000001", "0x00000002"}
+            assert {s.device for s in bridge.status()} == {"0x00000001", "0x00000002"}
 
         asyncio.run(asyncio.wait_for(_run(bridge, body), 90))
 
@@ -123,7 +123,7 @@ def test_hundred_unplug_replug_cycles() -> None:
         bridge = _bridge([dev.path])
 
         async def body() -> None:
-            await _until(lambda: bridge.status()[0]["state"] == "synchronised", 20, "synchronised")
+            await _until(lambda: bridge.status()[0].state == "synchronised", 20, "synchronised")
             def link_id() -> tuple[int, int]:
                 try:
                     st = os.lstat(dev.path)
@@ -138,7 +138,7 @@ def test_hundred_unplug_replug_cycles() -> None:
                 # behind a freshly made link at the same path
                 await _until(lambda before=before: link_id() not in (before, (0, 0)), 10, f"replug {i}")
             since = time.time_ns()
-            await _until(lambda: bridge.status()[0]["state"] == "synchronised"
+            await _until(lambda: bridge.status()[0].state == "synchronised"
                          and len(_synced_rows(dev, since)) >= 2, 30, "synchronised after 100 replugs")
             assert dev.proc.poll() is None
             # The bridge saw the port go and come back (replugs closer together than its backoff

@@ -20,6 +20,7 @@ import pytest
 
 from tsq.bridge.port import Backoff, PortError, PortLink, SerialPort
 from tsq.bridge.portinfo import OpenProblem
+from tsq.bridge.status import PortStatus
 from tsq.clock import raw_ns
 
 
@@ -230,18 +231,17 @@ def test_portlink_says_each_reason_once_then_opens(caplog: pytest.LogCaptureFixt
         try:
             while pl.open_failures < 10:
                 await asyncio.sleep(0.01)
-            diag = pl.diagnostics()
-            assert diag["port_error"] == f"{path}: no such device" and "plugged in" in diag["port_hint"]
+            diag = pl.port_status()
+            assert diag.port_error == f"{path}: no such device" and "plugged in" in (diag.port_hint or "")
             Path(path).write_text("")
             failures = pl.open_failures
             while pl.open_failures < failures + 10:
                 await asyncio.sleep(0.01)
-            assert pl.diagnostics()["port_error"] == f"{path}: not a serial port (a regular file)"
+            assert pl.port_status().port_error == f"{path}: not a serial port (a regular file)"
             os.unlink(path)
             master, _ = _new_pty(path)
             await asyncio.wait_for(pl.wait_connected(), 5)
-            assert pl.diagnostics() == {"link": "pty", "low_latency": "not applicable (pty)",
-                                        "port_error": None, "port_hint": None}
+            assert pl.port_status() == PortStatus("pty", "not applicable (pty)", None, None)
             os.close(master)
             while pl.connected:
                 await asyncio.sleep(0.01)

@@ -14,12 +14,12 @@ import os
 import random
 import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import pytest
 
 from tsq.bridge import frames, links
-from tsq.bridge.device import Accepted, DeviceSession
+from tsq.bridge.device import Accepted, DeviceSession, FramesCodec
 from tsq.bridge.driver import DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
 from tsq.gateway.systemmodel import SystemClockModel
@@ -58,8 +58,8 @@ def test_session_converges_survives_garbage_reset_and_replug() -> None:
         try:
             await _until(lambda: len(dev.errors) >= 30, 20)
             st = drv.status()
-            assert st["device"] == "0x00c0ffee" and st["firmware"] == "0.1.0"
-            assert st["state"] == "synchronised" and st["bad_frames"] == 0
+            assert st.device == "0x00c0ffee" and st.firmware == "0.1.0"
+            assert st.state == "synchronised" and st.bad_frames == 0
             # A 1.6 s window of 50 ms pings over a Python stand-in: only a sanity check of the rate.
             assert abs(drv.session.fit.freq_ppm - 50.0) < 200  # type: ignore[union-attr,operator]
             late = dev.errors[-10:]
@@ -70,7 +70,7 @@ def test_session_converges_survives_garbage_reset_and_replug() -> None:
             dev.garbage = os.urandom(200) + b"\x00"
             n = len(dev.errors)
             await _until(lambda: len(dev.errors) >= n + 5, 10)
-            assert drv.status()["bad_frames"] >= 1
+            assert drv.status().bad_frames >= 1
             # Device reset: HELLO again, ticks start from zero; the fit starts over and reconverges.
             dev.reset()
             await _until(lambda: drv.session.resets >= 1, 10)
@@ -82,12 +82,12 @@ def test_session_converges_survives_garbage_reset_and_replug() -> None:
             dev.join(2)
             os.close(master)
             os.close(slave)
-            await _until(lambda: drv.status()["state"] == "disconnected", 10)
+            await _until(lambda: drv.status().state == "disconnected", 10)
             master, slave = _pty_at(link)
             dev = StandInDevice(master, 0xC0FFEE, -20.0)
             dev.start()
             await _until(lambda: len(dev.errors) >= 10, 20)
-            assert drv.status()["state"] == "synchronised"
+            assert drv.status().state == "synchronised"
         finally:
             dev.stop.set()
             for t in tasks:
@@ -127,9 +127,15 @@ def test_ticks_going_back_means_a_reset_t2_against_t2_not_t3() -> None:
     # The ISR stamped this PING (T2) before the main loop stamped the previous PONG's T3: legal.
     assert len(_ping(s, NS + 2_000_000, 1_002_100, 1_003_100, NS + 3_300_000)) == 1
     assert s.resets == 0 and s.fit is not None and s.fit.points == 2
-    # T2 below the previous T2: the counter restarted (a reset whose HELLO was lost).
-    _ping(s, 2 * NS, 500, 510, 2 * NS + 200_000)
-    assert s.resets == 1 and s.fit.points == 1
+    # T2 below the previous T2: the counter restarted (a reset whose HELLO was lost). The session
+    # starts over and asks the device who it is: the next frame is a HELLO request, not a PING.
+    assert _ping(s, 2 * NS, 500, 510, 2 * NS + 200_000) == []
+    assert s.resets == 1 and s.fit is None and s.hello is None and s.state(2 * NS) == "handshake"
+    p = s.make_ping(3 * NS)
+    assert p is not None and isinstance(frames.decode(p[1][:-1]), frames.HelloRequest)
+    s.received(_hello(), 3 * NS + 100_000)
+    assert s.resets == 1 and s.hello is not None   # the HELLO it asked for is not a second reset
+    assert len(_ping(s, 4 * NS, 600, 610, 4 * NS + 200_000)) == 1 and s.fit is not None
 
 
 def test_a_hello_without_a_tick_rate_is_dropped_and_counted() -> None:
@@ -146,10 +152,10 @@ def test_link_minimums_and_status_keys() -> None:
     pty = DeviceSession("pty", FixedModel())
     assert pty.line_minimums() == (0, 0)
     st = s.status(0)
-    assert st["link"] == "pl011" and st["fit_points"] is None
+    assert st.link == "pl011" and st.fit_points is None
     for key in ("device", "port", "state", "firmware", "residual_ns", "line_delay_ns", "bound_ns",
                 "last_seen_age_s", "bad_frames", "fit_width_ns", "fit_empty_resets"):
-        assert key in st
+        assert key in st.to_json()
     for bad in ({"baud_tolerance": 1.0}, {"baud_tolerance": -0.1}, {"wander_ppb": -1.0}):
         with pytest.raises(ValueError):
             DeviceSession("pty", FixedModel(), **bad)  # type: ignore[arg-type]
@@ -186,4 +192,65 @@ def test_timescales_over_a_quantised_usb_line_hold_their_bound() -> None:
         bounds.append(ts.bound_ns)
     assert len(bounds) >= 50 and bounds[-1] < 200_000
     st = s.status(t1)
-    assert st["fit_points"] == 60 and st["fit_empty_resets"] == 0 and st["fit_width_ns"] < 400_000
+    assert st.fit_points == 60 and st.fit_empty_resets == 0 and st.fit_width_ns < 400_000
+
+
+class _UncheckedDecoder(frames.StreamDecoder):
+    """Frames as decoded, without `frames.check_fields`: what another codec might hand the session."""
+
+    def feed(self, data: bytes) -> Iterator[frames.Message]:
+        return iter([frames._decode(f) for f in data.split(b"\x00") if f])
+
+
+class _UncheckedCodec(FramesCodec):
+    def new_decoder(self) -> frames.StreamDecoder:
+        return _UncheckedDecoder()
+
+
+class _NoUtcModel(FixedModel):
+    def utc_ns(self, raw_ns: int) -> Optional[int]:
+        return None
+
+
+def test_the_session_refuses_what_it_cannot_serve_and_says_so() -> None:
+    # A HELLO with tick rate 0 past the codec: dropped and counted, no handshake.
+    s = DeviceSession("pty", FixedModel(), codec=_UncheckedCodec())
+    s.opened()
+    s.received(_hello(tick_hz=0), 0)
+    assert s.hello is None and s.bad_frames == 1 and s.state(0) == "handshake"
+    # A ping never answered expires: its late PONG is not measured.
+    s.received(_hello(), 0)
+    seq, _ = s.make_ping(NS)  # type: ignore[misc]
+    s.sent(seq, NS)
+    s.make_ping(NS + s.ping_timeout_ns + 1)
+    assert s.received(frames.encode(frames.Pong(seq, 1_000, 1_010)), NS + s.ping_timeout_ns + 2) == []
+    # Quiet for longer than lost_after: "silent".
+    assert s.state(NS + s.ping_timeout_ns + 2 + s.lost_after_ns + 1) == "silent"
+    # A PONG faster than the line allows (a 24-byte frame each way at 115200 takes 4.2 ms): refused.
+    u = DeviceSession("ttyAMA0", FixedModel(), link=links.PROFILES["pl011"], baud=115200)
+    u.opened()
+    u.received(_hello(), 0)
+    assert _ping(u, NS, 1_000_000, 1_000_010, NS + 1_000_000) == []
+    assert u.fit is not None and u.fit.rejected == 1 and u.last is None
+    # A model without UTC: no TIMESCALE, however good the fit.
+    m = DeviceSession("pty", _NoUtcModel())
+    m.opened()
+    m.received(_hello(), 0)
+    for i in range(6):
+        _ping(m, (i + 1) * NS, 1_000_000 * (i + 1), 1_000_000 * (i + 1) + 10, (i + 1) * NS + 20_000)
+    assert m.fit is not None and m.fit.ready and m.timescale(7 * NS) is None
+
+
+def test_a_new_link_gives_new_line_minimums() -> None:
+    s = DeviceSession("ttyUSB0", FixedModel())
+    assert s.line_minimums() == (0, 0)
+    s.set_link(links.PROFILES["16550"], 9600)
+    out, back = s.line_minimums()
+    assert (s.min_out_ns, s.min_back_ns) == (out, back) and s.link.name == "16550" and s.baud == 9600
+    # 24 bytes at 9600 baud (1.04 ms each), less the 3 % tolerance. Three times the RX trigger
+    # level: the last byte raises the interrupt, no receive timeout.
+    assert out == back == int(24 * 1_041_666 * 0.97)
+    # A frame that leaves the FIFO part-filled is seen a receive timeout (4 characters) later.
+    uart = links.PROFILES["16550"]
+    assert uart.fixed_rx_delay_ns(20, 9600) == uart.rx_timeout_ns(9600) == 4_166_666
+    assert uart.rx_timeout_ns(0) == 0 and links.PROFILES["ftdi-low"].fixed_rx_delay_ns(20, 9600) == 0

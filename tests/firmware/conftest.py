@@ -443,13 +443,13 @@ class BridgeThread:
             return fn()
         return asyncio.run_coroutine_threadsafe(on_loop(), self.loop).result(10)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Any:   # tsq.bridge.status.DeviceStatus
         return self.call(lambda: self.bridge.status()[0])
 
     def session(self, attr: str) -> Any:
         return self.call(lambda: getattr(self.bridge.drivers[0].session, attr))
 
-    def wait(self, cond: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+    def wait(self, cond: Callable[[Any], bool], timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
         st = self.status()
         while not cond(st):

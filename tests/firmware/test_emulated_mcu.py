@@ -29,14 +29,14 @@ Bridge = Callable[[str], Any]
 
 
 def _sync(emu: Emulator, gw: Any) -> Any:
-    gw.wait(lambda s: s["state"] == "synchronised", 90, "the bridge to call the device synchronised")
+    gw.wait(lambda s: s.state == "synchronised", 90, "the bridge to call the device synchronised")
     return emu.wait_line(lambda x: x.state == SYNC, 30, "the device to report itself synchronised")
 
 
 def test_handshake_and_device_utc_within_its_bound(emulator: Emulator, bridge: Bridge) -> None:
     with bridge(emulator.path) as gw:
-        st = gw.wait(lambda s: s["device"] is not None, 30, "HELLO")
-        assert st["device"] == f"0x{emulator.device_id:08x}" and st["firmware"] == "1.0.0"
+        st = gw.wait(lambda s: s.device is not None, 30, "HELLO")
+        assert st.device == f"0x{emulator.device_id:08x}" and st.firmware == "1.0.0"
         first = _sync(emulator, gw)
         # (The device repeats HELLO each second until it is first pinged; from now on it is quiet.)
         hello = gw.session("hello")
@@ -67,7 +67,7 @@ def test_handshake_and_device_utc_within_its_bound(emulator: Emulator, bridge: B
         rate = (b.tick - a.tick) / ((b.host_ns - a.host_ns) / 1e9)
         assert abs(rate / emulator.tick_hz - 1) < 0.05, rate  # emulated ticks keep host time (5 %)
         # at most the frame the device was in the middle of sending when the bridge opened the port
-        assert gw.status()["bad_frames"] <= 1
+        assert gw.status().bad_frames <= 1
 
 
 def test_reset_and_restart_give_a_new_hello_and_resync(emulator: Emulator, bridge: Bridge) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Optional, Protocol
 
 from tsq.bridge import frames, links
 from tsq.bridge.feasible import FeasibleFit, PingSample
+from tsq.bridge.status import DeviceStatus
 from tsq.sync.model import TimeModel
 
 NS_PER_S = 1_000_000_000
@@ -252,13 +253,18 @@ class DeviceSession:
         p = self._pending.get(e.seq)
         if p is None or self.fit is None:
             return None
-        # Ticks went back without a HELLO (a reset whose HELLO we missed): start over. T2 against
-        # the previous T2, not T3: an ISR stamps a PING's T2 on arrival, which may be before the
-        # main loop stamped the previous PONG's T3 (PROTOCOL.md).
+        # Ticks went back without a HELLO (a reset whose HELLO we missed: a frame the reset cut
+        # short swallows the HELLO after it, and a device that is pinged stops repeating it): the
+        # device restarted, perhaps as another device or at another tick rate. Ask who it is again
+        # (the next ping is a HELLO request). T2 against the previous T2, not T3: an ISR stamps a
+        # PING's T2 on arrival, which may be before the main loop stamped the previous PONG's T3
+        # (PROTOCOL.md).
         if self._last_t2 is not None and e.t2_ticks < self._last_t2:
             self.resets += 1
-            assert self.hello is not None
-            self.fit = self._new_fit(self.hello.tick_hz)
+            self.hello, self.fit, self.last_timescale = None, None, None
+            self._pending.clear()
+            self._last_t2 = None
+            return None
         self._last_t2 = e.t2_ticks
         self.pongs += 1
         if p.warmup:
@@ -282,7 +288,6 @@ class DeviceSession:
     def _next_frame(self, encode: Any, *args: Any) -> bytes:
         self._seq = (self._seq + 1) & 0xFFFF
         return bytes(encode(self._seq, *args))
-
 
     def make_ping(self, now_raw: int, warmup: bool = False) -> Optional[tuple[int, bytes]]:
         """The next ping (seq, frame); before the handshake, a repeated HELLO request.
@@ -349,27 +354,23 @@ class DeviceSession:
             return "unsynchronised"
         return self.model.state(now_raw)
 
-    def status(self, now_raw: int) -> dict[str, Any]:
+    def status(self, now_raw: int) -> DeviceStatus:
         h = self.hello
         age = None if self._last_seen_raw is None else round((now_raw - self._last_seen_raw) / 1e9, 3)
         last = self.last
         fit = self.fit
-        return {
-            "device": None if h is None else f"0x{h.device_id:08x}",
-            "port": self.port,
-            "state": self.state(now_raw),
-            "firmware": None if h is None else h.firmware,
-            "residual_ns": None if last is None else last.residual_ns,
-            "line_delay_ns": None if last is None else last.line_delay_ns,
-            "bound_ns": self.bound_ns(now_raw),
-            "last_seen_age_s": age,
-            "bad_frames": self.bad_frames,
-            "link": self.link.name,
-            "fit_points": None if fit is None else fit.points,
-            "fit_width_ns": None if fit is None else fit.width_ns,
-            "fit_empty_resets": None if fit is None else fit.empty_resets,
-            "fit_rejected": None if fit is None else fit.rejected + fit.conflicts,
-        }
+        return DeviceStatus(
+            device=None if h is None else f"0x{h.device_id:08x}", port=self.port,
+            state=self.state(now_raw), firmware=None if h is None else h.firmware,
+            residual_ns=None if last is None else last.residual_ns,
+            line_delay_ns=None if last is None else last.line_delay_ns,
+            bound_ns=self.bound_ns(now_raw), last_seen_age_s=age, bad_frames=self.bad_frames,
+            link=self.link.name,
+            fit_points=None if fit is None else fit.points,
+            fit_width_ns=None if fit is None else fit.width_ns,
+            fit_empty_resets=None if fit is None else fit.empty_resets,
+            fit_rejected=None if fit is None else fit.rejected + fit.conflicts,
+        )
 
 
 WARMUP_GAP_S = 0.002   # a measured ping follows its warm-up ping by this much (see DeviceDriver)

@@ -23,8 +23,8 @@ from tsq.bridge.device import (
     DeviceSession,
     FieldLogLike,
 )
-from tsq.bridge.links import LinkProfile
 from tsq.bridge.port import PortLink
+from tsq.bridge.status import DeviceStatus
 from tsq.clock import raw_ns
 from tsq.fieldlog import DeviceRow
 from tsq.sync.model import TimeModel
@@ -49,11 +49,11 @@ class DeviceDriver:
                  log: Optional[FieldLogLike] = None, codec: Optional[Codec] = None,
                  warmup_gap_s: Optional[float] = WARMUP_GAP_S) -> None:
         self.link = link
-        # The link profile: the one named by `link.link`, or detected now from sysfs; PortLink
-        # detects it again at each open (the adapter behind a by-id path can change).
-        self.profile: LinkProfile = portinfo.link_for(
-            link.link, portinfo.resolve(link.path, link.sysfs_root))
-        self.session = DeviceSession(link.path, model, codec, link=self.profile, baud=link.baud,
+        # The link profile (the session's `link`): the one named by `link.link`, or detected now
+        # from sysfs; PortLink detects it again at each open (the adapter behind a by-id path can
+        # change) and `_on_open` passes it on.
+        profile = portinfo.link_for(link.link, portinfo.resolve(link.path, link.sysfs_root))
+        self.session = DeviceSession(link.path, model, codec, link=profile, baud=link.baud,
                                      ping_interval_ns=round(ping_interval_s * NS_PER_S))
         self.ping_interval_s = ping_interval_s
         self.warmup_gap_s = warmup_gap_s
@@ -73,10 +73,8 @@ class DeviceDriver:
         self._implausible_before = 0
 
     def _on_open(self) -> None:
-        if self.link.profile is not None:
-            if self.link.profile is not self.profile:
-                self.session.set_link(self.link.profile, self.link.baud)
-            self.profile = self.link.profile
+        if self.link.profile is not None and self.link.profile is not self.session.link:
+            self.session.set_link(self.link.profile, self.link.baud)
         self._implausible_before += self._decoder_implausible()  # opened() starts a new decoder
         self._outbox.extend(self.session.opened())
         self._wake.set()
@@ -109,7 +107,7 @@ class DeviceDriver:
             what = "handshake" if had_hello is None else "device reset (HELLO again)"
             log.info("%s: %s: device 0x%08x, firmware %s, ticks at %d Hz, capabilities 0x%x, "
                      "link %s", self.link.path, what, h.device_id, h.firmware, h.tick_hz,
-                     h.capabilities, self.profile.name)
+                     h.capabilities, self.session.link.name)
             self._resets_logged = s.resets
         elif s.resets > self._resets_logged:
             log.info("%s: device reset (its ticks went back without a HELLO; resets %d)",
@@ -185,12 +183,9 @@ class DeviceDriver:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def status(self) -> dict[str, Any]:
-        st = self.session.status(raw_ns())
-        st.update(self.link.diagnostics())
-        st["link"] = self.profile.name
-        st["implausible_frames"] = self._implausible_before + self._decoder_implausible()
-        return st
+    def status(self) -> DeviceStatus:
+        return self.session.status(raw_ns()).with_port(
+            self.link.port_status(), self._implausible_before + self._decoder_implausible())
 
     def _decoder_implausible(self) -> int:
         return int(getattr(self.session.decoder, "implausible", 0))

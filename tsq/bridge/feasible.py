@@ -229,12 +229,10 @@ class FeasibleFit:
         if not c_min <= c_max:
             return None
         poly: List[_Vertex] = [(-big_r, c_min), (big_r, c_min), (big_r, c_max), (-big_r, c_max)]
-        for a, lo in lows:
-            poly = _clip(poly, -a, -1.0, -lo)
-            if not poly:
-                return None
-        for b, hi in highs:
-            poly = _clip(poly, b, 1.0, hi)
+        # (The lows alone never empty it: with every a >= 0, (big_r, c_max) satisfies them all.)
+        cuts = [(-a, -1.0, -lo) for a, lo in lows] + [(b, 1.0, hi) for b, hi in highs]
+        for kr, kc, g in cuts:
+            poly = _clip(poly, kr, kc, g)
             if not poly:
                 return None
         h = self.horizon_ns / NS_PER_S

@@ -66,10 +66,6 @@ class LinkProfile:
             return self.rx_timeout_ns(baud)
         return 0
 
-    def quantum_ns(self) -> int:
-        """The step of the link's delay quantisation (0 for a continuous link)."""
-        return self.usb_frame_ns
-
 
 PROFILES: Dict[str, LinkProfile] = {p.name: p for p in (
     LinkProfile("pty", "pty", "pseudo-terminal (no line: tests and simulation)", serialises=False),

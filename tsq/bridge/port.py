@@ -35,6 +35,7 @@ from tsq import clock
 from tsq.bridge import portinfo
 from tsq.bridge.links import LinkProfile
 from tsq.bridge.portinfo import OpenProblem, PortInfo
+from tsq.bridge.status import PortStatus
 from tsq.clock import raw_ns
 
 log = logging.getLogger("tsq.bridge")
@@ -317,14 +318,12 @@ class PortLink:
         log.info("%s%s: opened at %d baud, link %s (%s), low latency %s", self.path, via, self.baud,
                  self.profile.name, how, self.low_latency)
 
-    def diagnostics(self) -> dict[str, Any]:
+    def port_status(self) -> PortStatus:
         """The port's part of a device's status: link, low latency, why it cannot be opened."""
-        return {
-            "link": None if self.profile is None else self.profile.name,
-            "low_latency": self.low_latency,
-            "port_error": None if self.problem is None else self.problem.reason,
-            "port_hint": None if self.problem is None or not self.problem.hint else self.problem.hint,
-        }
+        return PortStatus(
+            link=None if self.profile is None else self.profile.name, low_latency=self.low_latency,
+            port_error=None if self.problem is None else self.problem.reason,
+            port_hint=None if self.problem is None or not self.problem.hint else self.problem.hint)
 
     def _read_loop(
         self, loop: asyncio.AbstractEventLoop, port: SerialPort, gone: asyncio.Future[str], wake_r: int

@@ -17,6 +17,7 @@ from tsq.bridge import links, nmea, portinfo
 from tsq.bridge.device import WARMUP_GAP_S
 from tsq.bridge.driver import DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
+from tsq.bridge.status import DeviceStatus
 from tsq.clock import raw_ns
 from tsq.fieldlog import DEVICE_FIELDS, FieldLog
 from tsq.sync.model import TimeModel
@@ -106,16 +107,15 @@ class NmeaWriter:
                 self.last_start_error_ns = start - target
                 self.last_sent_raw = start
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DeviceStatus:
         now = raw_ns()
         age = None if self.last_sent_raw is None else round((now - self.last_sent_raw) / 1e9, 3)
-        return {
-            "device": "nmea", "port": self.link.path,
-            "state": self.model.state(now) if self.link.connected else "disconnected",
-            "firmware": None, "residual_ns": self.last_start_error_ns, "line_delay_ns": None,
-            "bound_ns": self.model.error_bound_ns(now), "last_seen_age_s": age, "bad_frames": 0,
-            **self.link.diagnostics(),
-        }
+        return DeviceStatus(
+            device="nmea", port=self.link.path,
+            state=self.model.state(now) if self.link.connected else "disconnected",
+            firmware=None, residual_ns=self.last_start_error_ns, line_delay_ns=None,
+            bound_ns=self.model.error_bound_ns(now), last_seen_age_s=age, bad_frames=0,
+        ).with_port(self.link.port_status())
 
 
 class Bridge:
@@ -151,9 +151,13 @@ class Bridge:
         self.links.append(link)
         self.drivers.append(driver)
 
-    def status(self) -> list[dict[str, Any]]:
-        """The `devices` entries of the control socket's status JSON (docs/internals.md)."""
+    def status(self) -> list[DeviceStatus]:
+        """Each port's device, typed."""
         return [d.status() for d in self.drivers]
+
+    def status_json(self) -> list[dict[str, Any]]:
+        """The `devices` entries of the control socket's status JSON (docs/internals.md)."""
+        return [d.to_json() for d in self.status()]
 
     def start_line(self) -> str:
         """What the bridge serves, in one line for the log."""

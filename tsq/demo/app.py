@@ -147,7 +147,7 @@ async def _demo(args: argparse.Namespace) -> int:
                                      ping_interval_s=args.ping_interval, backoff_initial_s=0.05,
                                      backoff_max_s=1.0), model)
         if runner is not None:
-            runner.add_status_provider("devices", bridge.status)
+            runner.add_status_provider("devices", bridge.status_json)
             tasks.append(asyncio.create_task(runner.run()))
         tasks.append(asyncio.create_task(bridge.run()))
         print(f"tsq demo: time source: {source_note}; {len(devices)} device(s); Ctrl-C to stop", flush=True)
@@ -201,7 +201,7 @@ def _print_table(model: Any, bridge: Bridge, devices: list[Any], truth: Optional
         if i < len(devices):
             with contextlib.suppress(Exception):
                 dev_err = devices[i].true_error_ns()
-        name = st["device"] or st["port"].rsplit("/", 1)[-1]
-        lines.append(f"{'':8} {name:<14} {st['state']:<15} {_fmt_ns(st['bound_ns']):>10} "
-                     f"{_fmt_ns(dev_err):>11} {_fmt_ns(st['line_delay_ns']):>11}")
+        name = st.device or st.port.rsplit("/", 1)[-1]
+        lines.append(f"{'':8} {name:<14} {st.state:<15} {_fmt_ns(st.bound_ns):>10} "
+                     f"{_fmt_ns(dev_err):>11} {_fmt_ns(st.line_delay_ns):>11}")
     print("\n".join(lines), flush=True)

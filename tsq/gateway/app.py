@@ -77,7 +77,7 @@ class Gateway:
                                  else SystemClockModel(assume_bound_ns=config.assume_bound_ns))
         self.bridge: Optional[Bridge] = Bridge(bridge_config(config), self.model) if config.ports else None
         if self.runner is not None and self.bridge is not None:
-            self.runner.add_status_provider("devices", self.bridge.status)
+            self.runner.add_status_provider("devices", self.bridge.status_json)
         self.control_path = (self.runner.control_path if self.runner is not None
                              else config.control_path or default_control_path())
         self.notifier = self.runner.notifier if self.runner is not None else SystemdNotifier()
@@ -87,7 +87,7 @@ class Gateway:
             return self.runner.status()
         st = model_status(self.model)
         if self.bridge is not None:
-            st["devices"] = self.bridge.status()
+            st["devices"] = self.bridge.status_json()
         return st
 
     async def run(self) -> None:
