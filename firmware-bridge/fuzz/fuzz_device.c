@@ -19,6 +19,8 @@ uint64_t tsqb_port_ticks(void) { return g_tick; }
 void tsqb_port_write(const uint8_t *data, size_t n)
 {
     tsqb_msg m;
+    if (n == 1 && data[0] == 0)
+        return; /* the lone delimiter before the HELLO at boot (PROTOCOL.md, "After a reset") */
     if (n < 2 || n > TSQB_MAX_WIRE || data[n - 1] != 0 || memchr(data, 0, n - 1) != NULL)
         abort(); /* not exactly one frame: two writes interleaved, or a broken encoder */
     if (tsqb_decode(data, n - 1, &m) != TSQB_OK)

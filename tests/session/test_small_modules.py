@@ -18,9 +18,12 @@ NONCE = bytes(range(16))
 
 def test_format_names_nonce_and_ntp64() -> None:
     value = format_xleave(NONCE, NOW)
-    assert value == f"{NONCE.hex()}:{unix_ns_to_ntp64(NOW):016x}"
+    assert value == f"{NONCE[:4].hex()}:{unix_ns_to_ntp64(NOW):016x}" and len(value) == 25
     parsed = parse_xleave(value, NONCE, NOW)
     assert parsed is not None and abs(parsed - NOW) <= 1
+    # The whole nonce (what servers before the short form sent) and any prefix of 8+ digits: accepted.
+    for digits in (32, 12, 8):
+        assert parse_xleave(f"{NONCE.hex()[:digits].upper()}:{unix_ns_to_ntp64(NOW):x}", NONCE, NOW)
 
 
 @given(tx=st.integers(NOW - 10**15, NOW + 10**15), nonce=st.binary(min_size=16, max_size=16))
@@ -39,6 +42,10 @@ def test_round_trip(tx: int, nonce: bytes) -> None:
     f"{NONCE.hex()}: 1234",
     f"{NONCE.hex()}:-1234",
     f"{bytes(16).hex()}:1234",                     # another exchange's report
+    f"{bytes(4).hex()}:1234",                      # ... by its prefix
+    f"{NONCE.hex()[:7]}:1234",                     # too short a prefix to name an exchange
+    f"{NONCE.hex()}00:1234",                       # longer than a nonce
+    f"+{NONCE.hex()[:8]}:1234",
 ])
 def test_malformed_or_foreign_reports_are_none(value: str) -> None:
     assert parse_xleave(value, NONCE, NOW) is None
