@@ -244,8 +244,12 @@ class DeviceSession:
         # A HELLO is the device (re)starting: its tick counter starts again, the fit is void.
         if self.hello is not None:
             self.resets += 1
-        self.hello = h
-        self.fit = self._new_fit(h.tick_hz)
+        self._start_over(h)
+
+    def _start_over(self, hello: Optional[HelloEvent]) -> None:
+        """The device (re)started: a new fit for `hello`, or none until it says who it is."""
+        self.hello = hello
+        self.fit = None if hello is None else self._new_fit(hello.tick_hz)
         self._pending.clear()
         self._last_t2 = None
 
@@ -261,9 +265,8 @@ class DeviceSession:
         # (PROTOCOL.md).
         if self._last_t2 is not None and e.t2_ticks < self._last_t2:
             self.resets += 1
-            self.hello, self.fit, self.last_timescale = None, None, None
-            self._pending.clear()
-            self._last_t2 = None
+            self._start_over(None)
+            self.last_timescale = None
             return None
         self._last_t2 = e.t2_ticks
         self.pongs += 1
