@@ -50,11 +50,9 @@ def test_recv_batch_gives_every_datagram_with_its_kernel_stamp(
     assert [g[0] for g in got] == payloads
     assert all(g[1] == tx.getsockname() for g in got)
     stamps = [g[2] for g in got]
-    # The kernel's software stamp is its CLOCK_REALTIME at arrival; tsq.clock's realtime may come
-    # from a raw/realtime correlation, a few µs apart: 1 ms of slack, still far below the 50 ms wait.
-    slack = 1_000_000
-    inside = [s is not None and before - slack <= s <= after + slack for s in stamps]
-    assert all(inside), (before, after, stamps)
+    # The stamps are printed when this fails: in two full `tox -e py` runs (2026-12-02) the _pyclock
+    # case failed here, and it passes alone; the cause is not known yet.
+    assert all(s is not None and before <= s <= after for s in stamps), (before, after, stamps)
     assert stamps == sorted(stamps)
     assert backend.recv_batch(rx.fileno(), 8) == []
 
