@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "tsq"
 
 SANS_IO = ("tsq.wire", "tsq.ntp", "tsq.session.", "tsq.sync.", "tsq.bridge.frames", "tsq.bridge.feasible",
-           "tsq.bridge.device", "tsq.bridge.status", "tsq.bridge.links")
+           "tsq.bridge.device", "tsq.bridge.status", "tsq.bridge.links", "tsq.status")
 IO_MODULES = ("asyncio", "socket", "select", "selectors", "serial", "subprocess", "threading",
               "multiprocessing", "aioquic", "tsq.clock", "tsq._pyclock", "tsq._fastclock", "tsq._kerneltime",
               "tsq.quic", "tsq.gateway", "tsq.bridge.port", "tsq.bridge.service", "tsq.bridge.cli",

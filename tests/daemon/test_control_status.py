@@ -16,9 +16,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tsq.bridge.status import DeviceStatus
 from tsq.gateway.control import ControlError, ControlServer, query_status
 from tsq.gateway.status_cli import render, summary_line
 from tsq.outputs.metrics import MetricsHttpServer, render_metrics, write_metrics_file
+from tsq.status import GatewayStatus
+from tsq.sync.tracking import SourceStatus, TrackingStatus
 from tsq.testing.daemon import subprocess_env
 
 STATUS: Dict[str, Any] = {
@@ -37,6 +40,27 @@ STATUS: Dict[str, Any] = {
                  "residual_ns": 1200, "line_delay_ns": 800000, "bound_ns": 9000, "last_seen_age_s": 0.9,
                  "bad_frames": 0}],
 }
+
+
+def _source(name: str, selection: str, offset: int, delay: int, jitter: int, reach: int, samples: int,
+            age: float, stratum: Any) -> SourceStatus:
+    return SourceStatus(name=name, mode=None, selection=selection, reachable=True, missed_polls=0,
+                        offset_ns=offset, delay_ns=delay, jitter_ns=jitter, reach=reach, samples=samples,
+                        last_sample_age_s=age, stratum=stratum, distance_ns=None, freq_ppm=None, poll_s=16.0,
+                        last_reason="ok")
+
+
+# The daemon's typed view of STATUS: what the status line and the metrics read.
+TYPED = GatewayStatus(
+    tracking=TrackingStatus(
+        state="synchronised", reason="", utc_ns=None, leap=0, system_offset_ns=-1234, freq_ppm=1.234,
+        freq_error_ppm=0.01, error_bound_ns=2500, last_update_utc_ns=None, last_update_age_s=0.8,
+        poll_s=16.0, holdover_growth_ppb=None, configured=2, reachable=2, agreeing=1, quorum=1, minsources=1,
+        sources=(_source("127.0.0.1:4433", "selected", 12, 40000, 300, 255, 12, 0.5, 1),
+                 _source("127.0.0.1:4434", "falseticker", 100_000_000, 52000, 900, 7, 3, 3.0, None))),
+    devices=(DeviceStatus(device="0x00c0ffee", port="/dev/ttyUSB0", state="synchronised", firmware="1.0.0",
+                          residual_ns=1200, line_delay_ns=800000, bound_ns=9000, last_seen_age_s=0.9,
+                          bad_frames=0),))
 
 
 class LoopThread:
@@ -135,7 +159,7 @@ def test_render_tracking_sources_devices() -> None:
     assert src[0].startswith("* ") and "+12ns" in src[0] and "40.000us" in src[0] and " 377 " in src[0]
     assert src[1].startswith("x ") and "+100.000ms" in src[1] and " 7 " in src[1]
     assert any("0x00c0ffee" in line and "/dev/ttyUSB0" in line for line in lines)
-    assert summary_line(STATUS).endswith("sources [*x]")
+    assert summary_line(TYPED.tracking).endswith("sources [*x]")
 
 
 def test_render_tolerates_nulls_and_junk() -> None:
@@ -166,7 +190,7 @@ def test_status_cli_json_and_not_running(tmp_path: Any, loop_thread: LoopThread)
 
 
 def test_metrics_text_file_and_http(tmp_path: Any, loop_thread: LoopThread) -> None:
-    text = render_metrics(STATUS)
+    text = render_metrics(TYPED)
     assert 'tsq_state{state="synchronised"} 1.0' in text
     assert 'tsq_state{state="holdover"} 0.0' in text
     assert "tsq_system_offset_seconds -1.234e-06" in text
@@ -179,7 +203,7 @@ def test_metrics_text_file_and_http(tmp_path: Any, loop_thread: LoopThread) -> N
     with open(path) as fh:
         assert fh.read() == text
     assert [p for p in os.listdir(tmp_path) if p.startswith(".tsq")] == []
-    http = MetricsHttpServer(0, lambda: STATUS)
+    http = MetricsHttpServer(0, lambda: TYPED)
     loop_thread.call(http.start())
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{http.port}/metrics", timeout=10) as resp:
@@ -199,8 +223,21 @@ status_like = st.fixed_dictionaries({}, optional={
 
 
 @given(status_like)
-def test_render_and_metrics_total(status: Dict[str, Any]) -> None:
+def test_render_total(status: Dict[str, Any]) -> None:
     # whatever a (future or foreign) daemon sends, the views render it or show "-"
     assert isinstance(render(status), str)
-    assert isinstance(summary_line(status), str)
-    assert render_metrics(status).endswith("\n")
+
+
+typed_status = st.builds(
+    GatewayStatus,
+    tracking=st.builds(TrackingStatus, sources=st.lists(st.builds(SourceStatus), max_size=3).map(tuple)),
+    devices=st.none() | st.lists(st.builds(DeviceStatus), max_size=3).map(tuple))
+
+
+@given(typed_status)
+def test_status_line_and_metrics_total(status: GatewayStatus) -> None:
+    # any status the daemon can hold (nulls, NaN, odd names) gives a line and valid exposition text
+    assert isinstance(summary_line(status.tracking), str)
+    text = render_metrics(status)
+    assert text.endswith("\n")
+    assert all(line.startswith(("# ", "tsq_")) for line in text.split("\n")[:-1])   # \n is the only separator

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
@@ -22,7 +21,6 @@ from tsq.clock import raw_ns
 from tsq.fieldlog import DEVICE_FIELDS, FieldLog
 from tsq.sync.model import TimeModel
 from tsq.tasks import cancel_and_wait
-from tsq.timefmt import utc_iso
 
 NS_PER_S = 1_000_000_000
 
@@ -155,10 +153,6 @@ class Bridge:
         """Each port's device, typed."""
         return [d.status() for d in self.drivers]
 
-    def status_json(self) -> list[dict[str, Any]]:
-        """The `devices` entries of the control socket's status JSON (docs/internals.md)."""
-        return [d.to_json() for d in self.status()]
-
     def start_line(self) -> str:
         """What the bridge serves, in one line for the log."""
         cfg = self.config
@@ -186,16 +180,3 @@ class Bridge:
             if self._log is not None:
                 self._log.close()
 
-
-def model_status(model: TimeModel) -> dict[str, Any]:
-    """The top of the status JSON for a bridge whose model is not the engine's (`--source system`)."""
-    raw = raw_ns()
-    utc = model.utc_ns(raw)
-    return {
-        "version": 1, "state": model.state(raw),
-        "time_utc": None if utc is None else utc_iso(utc), "leap": model.leap(),
-        "system_offset_ns": None if utc is None else time.time_ns() - utc,
-        "freq_ppm": None, "freq_error_ppm": None,
-        "error_bound_ns": model.error_bound_ns(raw), "last_update_utc": None,
-        "last_update_age_s": None, "poll_s": None, "sources": [],
-    }

@@ -147,7 +147,7 @@ async def _demo(args: argparse.Namespace) -> int:
                                      ping_interval_s=args.ping_interval, backoff_initial_s=0.05,
                                      backoff_max_s=1.0), model)
         if runner is not None:
-            runner.add_status_provider("devices", bridge.status_json)
+            runner.set_device_source(bridge.status)
             tasks.append(asyncio.create_task(runner.run()))
         tasks.append(asyncio.create_task(bridge.run()))
         print(f"tsq demo: time source: {source_note}; {len(devices)} device(s); Ctrl-C to stop", flush=True)

@@ -20,12 +20,14 @@ import signal
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from tsq.bridge.service import Bridge, BridgeConfig, model_status
+from tsq import clock
+from tsq.bridge.service import Bridge, BridgeConfig
 from tsq.gateway.config import ConfigError, load_config
 from tsq.gateway.control import ControlServer, default_control_path
 from tsq.gateway.notify import SystemdNotifier
 from tsq.gateway.settings import SyncConfig
 from tsq.gateway.systemmodel import SystemClockModel
+from tsq.status import GatewayStatus, model_tracking
 from tsq.sync.model import TimeModel
 from tsq.tasks import cancel_and_wait
 
@@ -77,26 +79,31 @@ class Gateway:
                                  else SystemClockModel(assume_bound_ns=config.assume_bound_ns))
         self.bridge: Optional[Bridge] = Bridge(bridge_config(config), self.model) if config.ports else None
         if self.runner is not None and self.bridge is not None:
-            self.runner.add_status_provider("devices", self.bridge.status_json)
+            self.runner.set_device_source(self.bridge.status)
         self.control_path = (self.runner.control_path if self.runner is not None
                              else config.control_path or default_control_path())
         self.notifier = self.runner.notifier if self.runner is not None else SystemdNotifier()
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> GatewayStatus:
+        """The typed status (tsq.status); the engine's, or this host's clock's with the devices."""
         if self.runner is not None:
             return self.runner.status()
-        st = model_status(self.model)
-        if self.bridge is not None:
-            st["devices"] = self.bridge.status_json()
-        return st
+        c = clock.correlate(clock.CLOCK_MONOTONIC_RAW, clock.CLOCK_REALTIME, tries=3)
+        return GatewayStatus(
+            tracking=model_tracking(self.model, c.ref_ns, c.sys_ns, "time from this host's clock"),
+            devices=None if self.bridge is None else tuple(self.bridge.status()))
+
+    def status_json(self) -> Dict[str, Any]:
+        """The control socket's status object (docs/internals.md)."""
+        return self.status().to_json()
 
     async def run(self) -> None:
         tasks: List[asyncio.Task[Any]] = []
         if self.runner is not None:
             tasks.append(asyncio.create_task(self.runner.run(), name="tsq-engine"))
         else:
-            tasks.append(asyncio.create_task(ControlServer(self.control_path, self.status).serve_forever(),
-                                             name="tsq-control"))
+            control = ControlServer(self.control_path, self.status_json)
+            tasks.append(asyncio.create_task(control.serve_forever(), name="tsq-control"))
             # The host's clock is the time source: there is nothing to wait for.
             self.notifier.ready(f"serving this host's clock to {len(self.config.ports)} port(s)")
         if self.bridge is not None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from tsq import clock
 from tsq.auth import Verifier, load_verify_key
+from tsq.bridge.status import DeviceStatus
 from tsq.fieldlog import GATEWAY_MODEL, GATEWAY_SAMPLES, FieldLog, ModelRow, SampleRow
 from tsq.gateway.control import ControlServer, default_control_path
 from tsq.gateway.driftfile import SAVE_INTERVAL_S as DRIFT_SAVE_INTERVAL_S
@@ -30,10 +32,17 @@ from tsq.quic import compat
 from tsq.quic.client import TsqClient, TsqError
 from tsq.quic.trust import normalise_pin
 from tsq.session.scheduler import SchedulerConfig, SourceScheduler
+from tsq.status import (
+    DriftStatus,
+    GatewayStatus,
+    RefclockOutputStatus,
+    SourceLink,
+    SystemClockOutputStatus,
+)
 from tsq.sync.engine import Engine, ModelUpdate, SampleOutcome
 from tsq.sync.exchange import Exchange
+from tsq.sync.tracking import TrackingStatus
 from tsq.tasks import cancel_and_wait
-from tsq.timefmt import utc_iso
 
 log = logging.getLogger("tsq.sync")
 
@@ -75,24 +84,20 @@ def trust_verifier(verify_key: Optional[str], key_id: int, require_signature: bo
 CAPABILITIES = compat.capabilities()
 
 
-def client_status(client: TsqClient) -> Dict[str, Any]:
-    """What the QUIC edge knows of one source, merged into its `sources` entry of the status: the
+def client_status(client: TsqClient) -> SourceLink:
+    """What the QUIC edge knows of one source, shown beside its `sources` entry of the status: the
     negotiated ALPN (tsq/1 is the deployed implementation's), connections and resumptions, and the
     responses discarded under draft §6.6 with the last reason."""
-    return {"alpn": client.alpn_protocol, "connected": client.connected, "connections": client.connections,
-            "resumed": client.resumed, "discarded": client.discarded_responses,
-            "last_discard": client.discards[-1] if client.discards else None,
-            "fell_back_to_streams": bool(client.fallbacks)}
+    return SourceLink(alpn=client.alpn_protocol, connected=client.connected, connections=client.connections,
+                      resumed=client.resumed, discarded=client.discarded_responses,
+                      last_discard=client.discards[-1] if client.discards else None,
+                      fell_back_to_streams=bool(client.fallbacks))
 
 
 def _instant() -> tuple[int, int]:
     """(raw ns, realtime ns) read as close together as possible (narrowest of 3 brackets)."""
     c = clock.correlate(clock.CLOCK_MONOTONIC_RAW, clock.CLOCK_REALTIME, tries=3)
     return c.ref_ns, c.sys_ns
-
-
-STATUS_KEYS = ("version", "state", "time_utc", "leap", "system_offset_ns", "freq_ppm", "freq_error_ppm",
-               "error_bound_ns", "last_update_utc", "last_update_age_s", "poll_s", "sources")
 
 
 class SyncRunner:
@@ -111,7 +116,7 @@ class SyncRunner:
         self.config = config
         self.engine = Engine(minpoll=config.minpoll, maxpoll=config.maxpoll)
         self.model = self.engine.model
-        self._providers: Dict[str, Callable[[], List[Dict[str, Any]]]] = {}
+        self._devices: Optional[Callable[[], Sequence[DeviceStatus]]] = None
         self._clients: Dict[str, TsqClient] = {}
         self.schedulers: Dict[str, SourceScheduler] = {}
         self._sample_log: Optional[FieldLog] = None
@@ -185,70 +190,53 @@ class SyncRunner:
         return lines or ["reload: applied"]
 
     # ------------------------------------------------------------------------------------ status
-    def add_status_provider(self, key: str, fn: Callable[[], List[Dict[str, Any]]]) -> None:
-        """Merge `fn()` into the status JSON under `key` (the bridge registers "devices")."""
-        self._providers[key] = fn
+    def set_device_source(self, fn: Callable[[], Sequence[DeviceStatus]]) -> None:
+        """The bridge in this process: its devices are part of the status."""
+        self._devices = fn
 
-    def _core_status(self, raw: int, real: int) -> Dict[str, Any]:
-        """The engine's status at one instant, with the contract's keys all present."""
-        st: Dict[str, Any] = dict(self.engine.status(raw, real))
-        st["version"] = 1
-        for key in STATUS_KEYS:
-            st.setdefault(key, None)
-        if st["sources"] is None:
-            st["sources"] = []
-        utc = self.model.utc_ns(raw)
-        if st["time_utc"] is None and utc is not None:
-            st["time_utc"] = utc_iso(utc)
-        if st["system_offset_ns"] is None and utc is not None:
-            st["system_offset_ns"] = real - utc
-        if st["error_bound_ns"] is None:
-            st["error_bound_ns"] = self.model.error_bound_ns(raw)
-        if st["state"] is None:
-            st["state"] = self.model.state(raw)
-        if st["leap"] is None:
-            st["leap"] = self.model.leap()
-        if self._last_update_raw is not None:
-            st["last_update_utc"] = st["last_update_utc"] or utc_iso(self._last_update_real)
-            if st["last_update_age_s"] is None:
-                st["last_update_age_s"] = round((raw - self._last_update_raw) / 1e9, 3)
-        return st
+    def tracking(self, raw: int, real: int) -> TrackingStatus:
+        """The engine's tracking at one instant; a selection round that left no model still counts
+        as the last update."""
+        tr = self.engine.tracking(raw, real)
+        if tr.last_update_utc_ns is None and self._last_update_raw is not None:
+            tr = dataclasses.replace(tr, last_update_utc_ns=self._last_update_real,
+                                     last_update_age_s=round((raw - self._last_update_raw) / 1e9, 3))
+        return tr
 
-    def status(self) -> Dict[str, Any]:
-        """The control socket's status object (docs/internals.md), with outputs and providers."""
-        st = self._core_status(*_instant())
-        outputs: Dict[str, Any] = {}
+    def status(self) -> GatewayStatus:
+        """The typed status (tsq.status): tracking, links, outputs, logs, devices."""
+        refclock = sysclock = None
         if self.refclock is not None:
-            outputs["refclock"] = {"path": self.refclock.path, "sent": self.refclock.sent,
-                                   "dropped": self.refclock.dropped, "error": self.refclock.last_error}
+            refclock = RefclockOutputStatus(path=self.refclock.path, sent=self.refclock.sent,
+                                            dropped=self.refclock.dropped, error=self.refclock.last_error)
         if self.sysclock is not None:
             last = self.sysclock.last
-            outputs["system_clock"] = {"dry_run": self.sysclock.dry_run, "updates": self.sysclock.updates,
-                                       "last_action": None if last is None else last.kind}
-        if outputs:
-            st["outputs"] = outputs
-        for src in st["sources"]:
-            client = self._clients.get(src.get("name", ""))
-            if client is not None:
-                src.update(client_status(client))
-        if self._sample_log is not None:
-            st["logging"] = self._sample_log.health.to_json()
-        drift = {"file": self.config.drift_file, "at_start": self.drift_note, "error": self.drift_save_error}
-        if self.config.drift_file:
-            st["drift"] = drift
-        st["capabilities"] = CAPABILITIES.to_json()
-        for key, fn in self._providers.items():
+            sysclock = SystemClockOutputStatus(dry_run=self.sysclock.dry_run, updates=self.sysclock.updates,
+                                               last_action=None if last is None else last.kind)
+        devices: Optional[Tuple[DeviceStatus, ...]] = None
+        errors: Tuple[str, ...] = ()
+        if self._devices is not None:
             try:
-                st[key] = fn()
+                devices = tuple(self._devices())
             except Exception as exc:  # a provider's bug shows in the status, not as a dead daemon
-                st[key] = []
-                st.setdefault("errors", []).append(f"{key}: {exc!r}")
-        return st
+                devices, errors = (), (f"devices: {exc!r}",)
+        return GatewayStatus(
+            tracking=self.tracking(*_instant()),
+            links={name: client_status(client) for name, client in self._clients.items()},
+            refclock=refclock, system_clock=sysclock,
+            logging=None if self._sample_log is None else self._sample_log.health,
+            drift=DriftStatus(file=self.config.drift_file, at_start=self.drift_note,
+                              error=self.drift_save_error) if self.config.drift_file else None,
+            capabilities=CAPABILITIES, devices=devices, errors=errors)
+
+    def status_json(self) -> Dict[str, Any]:
+        """The control socket's status object (docs/internals.md)."""
+        return self.status().to_json()
 
     # ------------------------------------------------------------------------------------ running
     async def run(self) -> None:
         """Serve the control socket, poll every server, log and drive the outputs until cancelled."""
-        control = ControlServer(self.control_path, self.status)
+        control = ControlServer(self.control_path, self.status_json)
         await control.start()
         metrics_http: Optional[MetricsHttpServer] = None
         try:
@@ -391,33 +379,33 @@ class SyncRunner:
         raw, real = _instant()
         self.updates += 1
         self._last_update_raw, self._last_update_real = raw, real
-        st = self.status()
+        tr = self.tracking(raw, real)
         if self._model_log is not None:
             row: ModelRow = {
-                "time_utc": self.model.utc_ns(raw), "raw_ns": raw, "poll_s": self._next_poll_s(raw),
-                "state": st["state"], "offset_ns": st["system_offset_ns"], "freq_ppm": st["freq_ppm"],
-                "freq_error_ppm": st["freq_error_ppm"], "error_bound_ns": st["error_bound_ns"],
-                "sources": f"{upd.agreeing}/{upd.configured}", "leap": st["leap"],
-                "reason": st.get("reason") or upd.reason,
+                "time_utc": tr.utc_ns, "raw_ns": raw, "poll_s": self._next_poll_s(raw),
+                "state": tr.state, "offset_ns": tr.system_offset_ns, "freq_ppm": tr.freq_ppm,
+                "freq_error_ppm": tr.freq_error_ppm, "error_bound_ns": tr.error_bound_ns,
+                "sources": f"{upd.agreeing}/{upd.configured}", "leap": tr.leap,
+                "reason": tr.reason or upd.reason,
             }
             self._model_log.write(row, now_unix_ns=real)
-        line = summary_line(st)
+        line = summary_line(tr)
         if not upd.decided:
             line += f"; {upd.reason}"
-        elif (self.sysclock is not None and upd.refreshed and st["state"] == "synchronised"
-              and st["system_offset_ns"] is not None):
+        elif (self.sysclock is not None and upd.refreshed and tr.synchronised
+              and tr.system_offset_ns is not None):
             # Only a round that re-anchored the model on new samples steers the clock; a round that
             # merely kept it (a source came or went) has nothing new to say.
             try:
                 # the kernel frequency follows the model's only once it is known to within 1 ppm
-                ferr = st["freq_error_ppm"]
-                freq = st["freq_ppm"] if ferr is not None and ferr < 1.0 else None
-                line += "; " + self.sysclock.update(st["system_offset_ns"], freq, st["error_bound_ns"])
+                ferr = tr.freq_error_ppm
+                freq = tr.freq_ppm if ferr is not None and ferr < 1.0 else None
+                line += "; " + self.sysclock.update(tr.system_offset_ns, freq, tr.error_bound_ns)
             except SysclockError as exc:
                 line += f"; system clock NOT adjusted: {exc}"
         if not self.config.quiet:
             log.info("%s", line)
-        if st["state"] == "synchronised":
+        if tr.synchronised:
             self.notifier.ready(line)
         else:
             self.notifier.status(line)
@@ -427,8 +415,8 @@ class SyncRunner:
         if self._sample_log is None or not outcome.accepted:
             return
         raw, real = _instant()
-        st = self._core_status(raw, real)
-        src: Dict[str, Any] = next((s for s in st["sources"] if s.get("name") == ex.server), {})
+        tr = self.tracking(raw, real)
+        src = next((s for s in tr.sources if s.name == ex.server), None)
         rel = outcome.relative_offset_ns
         if rel is None:  # no model yet: relative to the system clock, as `tsq query` prints it
             rel = ex.offset_ns - (real - raw)
@@ -436,7 +424,7 @@ class SyncRunner:
             "time_utc": self.model.utc_ns(raw), "raw_ns": raw,
             "poll_s": round(max(0, self.schedulers[ex.server].next_poll(raw) - raw) / NS_PER_S, 3),
             "server": ex.server, "mode": ex.mode, "offset_ns": rel, "delay_ns": ex.delay_ns,
-            "error_bound_ns": st["error_bound_ns"], "freq_ppm": st["freq_ppm"],
-            "selection": src.get("selection"),
+            "error_bound_ns": tr.error_bound_ns, "freq_ppm": tr.freq_ppm,
+            "selection": None if src is None else src.selection,
         }
         self._sample_log.write(row, now_unix_ns=real)

@@ -12,6 +12,7 @@ import sys
 from typing import Any, List, Mapping, Optional, Sequence
 
 from tsq.gateway.control import ControlError, query_status
+from tsq.sync.tracking import TrackingStatus
 
 # chronyc's source state column: * selected, + combined, - candidate not combined, x falseticker,
 # ? unusable.
@@ -174,15 +175,12 @@ def render(status: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def summary_line(status: Mapping[str, Any]) -> str:
+def summary_line(tracking: TrackingStatus) -> str:
     """One line per update for the daemon's log: state, system offset, bound, frequency, sources."""
-    sources = status.get("sources")
-    sources = sources if isinstance(sources, list) else []
-    marks = "".join(SELECTION_MARK.get(str(s.get("selection")), "?") for s in sources
-                    if isinstance(s, dict))
-    return (f"{status.get('state', '-')} system {fmt_ns(status.get('system_offset_ns'), signed=True)} "
-            f"bound {fmt_ns(status.get('error_bound_ns'))} "
-            f"freq {_num(status.get('freq_ppm'), '+.3f', 'ppm')} "
+    marks = "".join(SELECTION_MARK.get(s.selection, "?") for s in tracking.sources)
+    return (f"{tracking.state} system {fmt_ns(tracking.system_offset_ns, signed=True)} "
+            f"bound {fmt_ns(tracking.error_bound_ns)} "
+            f"freq {_num(tracking.freq_ppm, '+.3f', 'ppm')} "
             f"sources [{marks}]")
 
 

@@ -1,16 +1,18 @@
 """Prometheus metrics of the daemon's status: a text file (node_exporter's textfile collector) and/or
 a tiny HTTP endpoint on 127.0.0.1 (`GET /metrics`).
 
-`render_metrics(status)` is sans-IO: the status object of the control socket in, exposition text out.
+`render_metrics(status)` is sans-IO: the gateway's typed status (tsq.status) in, exposition
+text out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from tsq.atomicfile import write_atomic
+from tsq.status import GatewayStatus
 
 STATES = ("unsynchronised", "synchronised", "holdover")
 SELECTIONS = ("selected", "combined", "candidate", "falseticker", "unusable")
@@ -24,10 +26,6 @@ def _number(v: Any) -> Optional[float]:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     return float(v)
-
-
-def _list(v: Any) -> List[Any]:
-    return v if isinstance(v, list) else []
 
 
 class _Writer:
@@ -49,43 +47,35 @@ class _Writer:
         self.lines.append(f"{name}{label} {num / divisor!r}")
 
 
-def render_metrics(status: Mapping[str, Any]) -> str:
-    """Prometheus text exposition (version 0.0.4) of a status object; absent values are omitted."""
+def render_metrics(status: GatewayStatus) -> str:
+    """Prometheus text exposition (version 0.0.4) of the gateway's status; absent values are omitted."""
     w = _Writer()
-    state = status.get("state")
+    tr = status.tracking
     for s in STATES:
-        w.metric("tsq_state", "gauge", "1 for the current state of the time model", int(state == s),
+        w.metric("tsq_state", "gauge", "1 for the current state of the time model", int(tr.state == s),
                  {"state": s})
     w.metric("tsq_system_offset_seconds", "gauge", "system clock minus model UTC",
-             status.get("system_offset_ns"), divisor=1e9)
+             tr.system_offset_ns, divisor=1e9)
     w.metric("tsq_error_bound_seconds", "gauge", "bound on the model's error from UTC",
-             status.get("error_bound_ns"), divisor=1e9)
-    w.metric("tsq_frequency_ppm", "gauge", "model frequency of UTC relative to the raw clock",
-             status.get("freq_ppm"))
+             tr.error_bound_ns, divisor=1e9)
+    w.metric("tsq_frequency_ppm", "gauge", "model frequency of UTC relative to the raw clock", tr.freq_ppm)
     w.metric("tsq_last_update_age_seconds", "gauge", "time since the last model update",
-             status.get("last_update_age_s"))
-    w.metric("tsq_leap", "gauge", "leap indicator (0 none, 1 insert, 2 delete, 3 unknown)",
-             status.get("leap"))
-    for src in _list(status.get("sources")):
-        if not isinstance(src, dict):
-            continue
-        lab = {"source": str(src.get("name", ""))}
-        w.metric("tsq_source_offset_seconds", "gauge", "source offset", src.get("offset_ns"), lab, 1e9)
-        w.metric("tsq_source_delay_seconds", "gauge", "source round-trip delay", src.get("delay_ns"),
-                 lab, 1e9)
-        w.metric("tsq_source_jitter_seconds", "gauge", "source jitter", src.get("jitter_ns"), lab, 1e9)
-        w.metric("tsq_source_reach", "gauge", "8-bit reachability register", src.get("reach"), lab)
+             tr.last_update_age_s)
+    w.metric("tsq_leap", "gauge", "leap indicator (0 none, 1 insert, 2 delete, 3 unknown)", tr.leap)
+    for src in tr.sources:
+        lab = {"source": src.name}
+        w.metric("tsq_source_offset_seconds", "gauge", "source offset", src.offset_ns, lab, 1e9)
+        w.metric("tsq_source_delay_seconds", "gauge", "source round-trip delay", src.delay_ns, lab, 1e9)
+        w.metric("tsq_source_jitter_seconds", "gauge", "source jitter", src.jitter_ns, lab, 1e9)
+        w.metric("tsq_source_reach", "gauge", "8-bit reachability register", src.reach, lab)
         for sel in SELECTIONS:
             w.metric("tsq_source_selection", "gauge", "1 for the source's selection state",
-                     int(src.get("selection") == sel), {**lab, "selection": sel})
-    for dev in _list(status.get("devices")):
-        if not isinstance(dev, dict):
-            continue
-        lab = {"device": str(dev.get("device") or ""), "port": str(dev.get("port") or "")}
-        w.metric("tsq_device_residual_seconds", "gauge", "device clock residual", dev.get("residual_ns"),
-                 lab, 1e9)
-        w.metric("tsq_device_bound_seconds", "gauge", "device error bound", dev.get("bound_ns"), lab, 1e9)
-        w.metric("tsq_device_bad_frames_total", "counter", "bad serial frames", dev.get("bad_frames"), lab)
+                     int(src.selection == sel), {**lab, "selection": sel})
+    for dev in status.devices or ():
+        lab = {"device": dev.device or "", "port": dev.port or ""}
+        w.metric("tsq_device_residual_seconds", "gauge", "device clock residual", dev.residual_ns, lab, 1e9)
+        w.metric("tsq_device_bound_seconds", "gauge", "device error bound", dev.bound_ns, lab, 1e9)
+        w.metric("tsq_device_bad_frames_total", "counter", "bad serial frames", dev.bad_frames, lab)
     return "\n".join(w.lines) + "\n"
 
 
@@ -97,7 +87,7 @@ def write_metrics_file(path: str, text: str) -> None:
 class MetricsHttpServer:
     """`GET /metrics` on 127.0.0.1:port (loopback only: scrape it through a local exporter/proxy)."""
 
-    def __init__(self, port: int, status: Callable[[], Dict[str, Any]], host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, status: Callable[[], GatewayStatus], host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = port
         self._status = status
