@@ -42,7 +42,7 @@ def test_simple_scenario_bound_always_holds(seed: int) -> None:
     assert summary["contained"] == 1.0
     assert summary["synchronised"] == 1.0
     assert summary["p50_ns"] < 5_000          # microseconds on a 80 us loopback round trip
-    assert s.engine.status(now_raw(s), s.now)["poll_s"] == 64.0   # settled at maxpoll
+    assert s.engine.tracking(now_raw(s), s.now).to_json()["poll_s"] == 64.0   # settled at maxpoll
 
 
 def test_one_server_off_by_100ms_among_three_is_a_falseticker() -> None:
@@ -56,7 +56,7 @@ def test_one_server_off_by_100ms_among_three_is_a_falseticker() -> None:
     assert summary["contained"] == 1.0
     assert summary["max_ns"] < 100_000           # never pulled towards the liar ...
     assert summary["p99_ns"] < 10_000            # ... and within microseconds of the truth
-    status = s.engine.status(now_raw(s), s.now)
+    status = s.engine.tracking(now_raw(s), s.now).to_json()
     selection = {src["name"]: src["selection"] for src in status["sources"]}
     assert selection["liar"] == "falseticker"
     assert {selection["good1"], selection["good2"]} == {"selected", "combined"}
@@ -73,7 +73,7 @@ def test_two_of_four_lying_the_same_way_cannot_be_decided() -> None:
     assert r.first_sync_s is None
     assert all(rec.state == "unsynchronised" and rec.error_ns is None for rec in r.records)
     assert r.updates and not any(u.decided for _, u in r.updates)
-    status = s.engine.status(now_raw(s), s.now)
+    status = s.engine.tracking(now_raw(s), s.now).to_json()
     assert status["state"] == "unsynchronised"
     assert "cannot decide" in status["reason"]
     assert all(src["selection"] == "candidate" for src in status["sources"])
@@ -99,7 +99,7 @@ def test_server_that_stops_answering_holdover_growing_bound_then_recovery() -> N
     s.run(4000)
     rate = s.engine.model.growth_ppb              # documented: 1 ppm + 3 x se(frequency)
     assert 1000 < rate < 1000 + 3 * 100
-    assert s.engine.status(now_raw(s), s.now)["holdover_growth_ppb"] == round(rate, 3)
+    assert s.engine.tracking(now_raw(s), s.now).to_json()["holdover_growth_ppb"] == round(rate, 3)
     r = s.run(4 * 3600 - 4000)
     by_t = {round(rec.t_s): rec for rec in r.records}
     assert by_t[1700].state == "synchronised"
@@ -158,7 +158,7 @@ def test_advisories_inform_but_do_not_override_and_leap_comes_from_metadata() ->
                           time_source=TimeSourceInfo(1, 1)), LOOPBACK)]
     s = sim(servers)
     r = s.run(600)
-    status = s.engine.status(now_raw(s), s.now)
+    status = s.engine.tracking(now_raw(s), s.now).to_json()
     sel = {src["name"]: src for src in status["sources"]}
     assert sel["boaster"]["selection"] == "falseticker"
     assert sel["a"]["stratum"] == 1 and sel["b"]["stratum"] is None
@@ -169,11 +169,11 @@ def test_advisories_inform_but_do_not_override_and_leap_comes_from_metadata() ->
 def test_status_has_the_documented_keys_and_is_json() -> None:
     s = sim([(SimServer("a"), LOOPBACK)])
     engine = s.engine
-    empty = engine.status(now_raw(s), s.now)
+    empty = engine.tracking(now_raw(s), s.now).to_json()
     assert empty["state"] == "unsynchronised" and empty["time_utc"] is None
     s.run(120)
     raw = now_raw(s)
-    st = engine.status(raw, s.now + 1234)              # system clock 1.234 us ahead of truth
+    st = engine.tracking(raw, s.now + 1234).to_json()              # system clock 1.234 us ahead of truth
     for key in ("version", "state", "time_utc", "leap", "system_offset_ns", "freq_ppm", "freq_error_ppm",
                 "error_bound_ns", "last_update_utc", "last_update_age_s", "poll_s", "sources"):
         assert key in st

@@ -59,7 +59,7 @@ def test_lone_liar_is_never_followed(seed: int) -> None:
     by_name = {src.name: src for src in st.sources}
     assert by_name["liar"].selection == "falseticker" and by_name["liar"].reachable
     assert not by_name["a"].reachable and by_name["a"].missed_polls >= 2
-    assert s.engine.status(raw_now(s), s.now)["reason"] == st.reason
+    assert s.engine.tracking(raw_now(s), s.now).to_json()["reason"] == st.reason
 
 
 def test_lone_liar_is_not_followed_even_when_the_bound_has_grown_to_reach_it() -> None:

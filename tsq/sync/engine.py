@@ -7,7 +7,7 @@
     engine.on_timeout(name, now_raw)               # no answer (reach register)
     update = engine.update(now_raw)                # selection + combination when there is news
     engine.model.utc_ns(raw), .error_bound_ns(raw), .state(raw), .leap()
-    engine.status(now_raw, realtime_ns)            # the status JSON's tracking and `sources` parts
+    engine.tracking(now_raw, realtime_ns)          # typed TrackingStatus (tsq.sync.tracking)
 
 Every time is an argument; nothing here reads a clock. See docs/engine.md.
 """
@@ -540,8 +540,3 @@ class Engine:
             poll_s=self.poll_s(), holdover_growth_ppb=round(model.growth_ppb, 3) if known else None,
             configured=len(self.sources), reachable=self.reachable_count(), agreeing=len(self.agreeing),
             quorum=self.quorum, minsources=self.config.minsources, sources=tuple(sources))
-
-    def status(self, now_raw: int, realtime_now_ns: int) -> Dict[str, Any]:
-        """`tracking(...).to_json()`: the tracking keys and `sources` of the status JSON (kept for the
-        daemon until it reads TrackingStatus itself)."""
-        return self.tracking(now_raw, realtime_now_ns).to_json()
