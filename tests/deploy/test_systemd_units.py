@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tsq.gateway.settings import SyncConfig
+
 UNITS = Path(__file__).resolve().parents[2] / "examples" / "systemd"
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -45,3 +47,25 @@ def test_gateway_unit_orders_before_time_sync_and_drops_privileges() -> None:
         assert line in text, line
     clock = (UNITS / "tsq-gateway.service.d" / "clock.conf").read_text()
     assert "AmbientCapabilities=CAP_SYS_TIME" in clock
+
+
+def _setting(text: str, key: str) -> str:
+    values = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(key + "=")]
+    assert values, key
+    return values[-1]
+
+
+def test_start_waits_longer_than_the_gateways_own_ready_timeout() -> None:
+    # Found under a real systemd (.ci/systemd-lane): with systemd's default 90 s start timeout and the
+    # gateway's 90 s ready timeout, a gateway whose servers were unreachable at boot was killed and
+    # restarted in a loop instead of saying READY=1 and carrying on.
+    text = (UNITS / "tsq-gateway.service").read_text()
+    assert float(_setting(text, "TimeoutStartSec")) >= SyncConfig().ready_timeout_s + 30
+
+
+@pytest.mark.parametrize("unit", ["tsq-gateway.service", "tsq-server.service", "tsq-bridge@.service"])
+def test_a_configuration_error_is_not_restarted(unit: str) -> None:
+    # exit 2 = a bad flag, file, pin or path (one line in the journal): restarting every few seconds
+    # cannot mend it and floods the journal (seen under the real systemd of .ci/systemd-lane)
+    text = (UNITS / unit).read_text()
+    assert _setting(text, "Restart") == "on-failure" and _setting(text, "RestartPreventExitStatus") == "2"

@@ -160,7 +160,7 @@ async def serve(gateway: Gateway, on_stop: Optional[Callable[[str], None]] = Non
         gateway.notifier.reloading()
         for line in gateway.reload():
             log.info("%s", line)
-        gateway.notifier.status("reloaded")
+        gateway.notifier.reloaded("reloaded")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):

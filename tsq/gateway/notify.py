@@ -5,13 +5,15 @@ no-op. The gateway says READY=1 once its model is synchronised — so `Before=ti
 orders boot after the first good time — or after `ready_timeout_s` without it (a gateway with a
 dead uplink must still finish booting; `tsq waitsync` is there for what must wait). STATUS= carries
 the tracking line `tsq status` prints first; WATCHDOG=1 is sent at half of $WATCHDOG_USEC from the
-loop that also drives the outputs, so a hung event loop gets the service restarted.
+loop that also drives the outputs, so a hung event loop gets the service restarted. A SIGHUP reload
+is bracketed by RELOADING=1 (with MONOTONIC_USEC, as Type=notify-reload wants) and READY=1.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Optional
 
 
@@ -62,8 +64,22 @@ class SystemdNotifier:
         if self.watchdog_s is not None:
             self.send("WATCHDOG=1")
 
-    def reloading(self) -> None:
-        self.send("RELOADING=1")
+    def reloading(self) -> bool:
+        """RELOADING=1 (sd_notify(3)): systemd then holds `systemctl reload` until READY=1, which
+        `reloaded()` sends. Only once ready: before that nothing waits, and READY=1 must still mean
+        "synchronised or timed out", not "reloaded". True when a reload was announced."""
+        if not self.ready_sent:
+            return False
+        now_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={now_us}")
+
+    def reloaded(self, status: str) -> None:
+        """The reload is done (READY=1 again after RELOADING=1: without it `systemctl reload` hangs
+        until its timeout, as a real systemd showed), with a STATUS= line."""
+        if self.ready_sent:
+            self.send("READY=1", f"STATUS={status}")
+        else:
+            self.status(status)
 
     def stopping(self) -> None:
         self.send("STOPPING=1")
