@@ -115,6 +115,7 @@ __all__ = [
     "leap_from_status",
     "ntp64_to_unix_ns",
     "raw_ns",
+    "raw_realtime",
     "read_kernel_status",
     "read_ntp64",
     "read_tx_timestamps",
@@ -133,3 +134,9 @@ __all__ = [
     "write_ntp64",
     "write_stamped",
 ]
+
+
+def raw_realtime() -> Correlation:
+    """CLOCK_MONOTONIC_RAW (`ref_ns`) and CLOCK_REALTIME (`sys_ns`) at one instant, the narrowest of
+    3 brackets: what the gateway's status, logs and host-clock model read together."""
+    return correlate(CLOCK_MONOTONIC_RAW, CLOCK_REALTIME, tries=3)

@@ -96,14 +96,6 @@ class GatewayStatus:
     devices: Optional[Tuple[DeviceStatus, ...]] = None   # None: no bridge in this process
     errors: Tuple[str, ...] = ()
 
-    @property
-    def state(self) -> str:
-        return self.tracking.state
-
-    @property
-    def synchronised(self) -> bool:
-        return self.tracking.synchronised
-
     def to_json(self) -> Dict[str, Any]:
         st = self.tracking.to_json()
         for src in st["sources"]:

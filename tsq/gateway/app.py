@@ -88,7 +88,7 @@ class Gateway:
         """The typed status (tsq.status); the engine's, or this host's clock's with the devices."""
         if self.runner is not None:
             return self.runner.status()
-        c = clock.correlate(clock.CLOCK_MONOTONIC_RAW, clock.CLOCK_REALTIME, tries=3)
+        c = clock.raw_realtime()
         return GatewayStatus(
             tracking=model_tracking(self.model, c.ref_ns, c.sys_ns, "time from this host's clock"),
             devices=None if self.bridge is None else tuple(self.bridge.status()))

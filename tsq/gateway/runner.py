@@ -96,7 +96,7 @@ def client_status(client: TsqClient) -> SourceLink:
 
 def _instant() -> tuple[int, int]:
     """(raw ns, realtime ns) read as close together as possible (narrowest of 3 brackets)."""
-    c = clock.correlate(clock.CLOCK_MONOTONIC_RAW, clock.CLOCK_REALTIME, tries=3)
+    c = clock.raw_realtime()
     return c.ref_ns, c.sys_ns
 
 

@@ -19,11 +19,6 @@ from tsq.clock import Correlation, KernelClockStatus, read_kernel_status
 __all__ = ["KernelClockStatus", "SystemClockModel", "read_kernel_status"]
 
 
-def _correlate() -> Correlation:
-    """(raw, realtime) read together: ref_ns is raw, sys_ns realtime at the same instant."""
-    return clock.correlate(clock.CLOCK_MONOTONIC_RAW, clock.CLOCK_REALTIME, tries=3)
-
-
 class SystemClockModel:
     """TimeModel: UTC from CLOCK_REALTIME, bound from the kernel's maxerror (read-only)."""
 
@@ -47,7 +42,7 @@ class SystemClockModel:
     def _refresh(self, force: bool = False) -> Correlation:
         now = clock.raw_ns()
         if force or not self._history or now - self._history[-1].ref_ns > self.refresh_ns:
-            self._history.append(_correlate())
+            self._history.append(clock.raw_realtime())
         if force or now - self._status_raw > self.status_refresh_ns:
             self._status = read_kernel_status()
             self._status_raw = now
