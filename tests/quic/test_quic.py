@@ -474,7 +474,9 @@ def test_paired_samples_are_the_warm_second_exchange(pki: TestPki, server: Serve
         second = await c.sample("datagram")
         assert second.t1_raw > first.t1_raw and second.kernel_t1 and second.kernel_t4
         for ex in (first, second):
-            assert abs(ex.offset_ns - true_offset()) < 200_000
+            # The bound that holds however loaded the machine: with honest stamps the true offset
+            # lies within half the round trip of the measured one (plus the clocks' read jitter).
+            assert abs(ex.offset_ns - true_offset()) <= ex.delay_ns // 2 + 20_000
         await c.close()
 
     run(go())
