@@ -13,13 +13,19 @@ Variants (one run each, side by side):
                  its own otherwise; the field-log writer, its compressor and the executor are threads).
 Then the import cost alone: the same interpreter importing the gateway's modules and nothing else.
 
-    python3 benchmarks/footprint.py [--duration 20] [--variants default,arena-2]
+    python3 benchmarks/footprint.py [--duration 20] [--variants default,arena-2] [--python CMD]
+
+`--python CMD` runs the gateway (and the import-only figures) with another installation, e.g. the
+project installed by the README's deploy commands in a Debian 12 root, Raspberry Pi OS's Python:
+`--python "chroot ROOT /opt/tsq/bin/python"`, with the host's /tmp, /dev and /proc bind-mounted in
+ROOT (the gateway reads the test PKI in /tmp and opens the device's pty).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -59,14 +65,14 @@ def read_kb(pid: int) -> Dict[str, int]:
 
 
 def run_variant(name: str, env_extra: Dict[str, str], pki: object, binary: object,
-                duration: float) -> Dict[str, float]:
+                duration: float, python: List[str]) -> Dict[str, float]:
     saved = {k: os.environ.get(k) for k in env_extra}
     os.environ.update(env_extra)          # SyncProcess passes the environment on
     try:
         with tempfile.TemporaryDirectory() as d, ServerProcess(pki) as server, \
                 SimulatedDevice(d, device_id=0xF00D, drift_ppm=20, binary=binary) as dev, \
                 SyncProcess([server.address], d, ca=pki.ca_cert, command="gateway",  # type: ignore[attr-defined]
-                            extra=[dev.path, "--maxpoll", "2"]) as gw:
+                            extra=[dev.path, "--maxpoll", "2"], python=python) as gw:
             t0 = time.monotonic()
             gw.wait_status(lambda s: bool(s.get("devices")) and s["devices"][0]["state"] == "synchronised",
                            90)
@@ -91,7 +97,8 @@ def run_variant(name: str, env_extra: Dict[str, str], pki: object, binary: objec
 
 
 BARE = "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
-IMPORTS = "import tsq.cli, tsq.gateway.app, tsq.gateway.runner, tsq.bridge.service; " + BARE
+IMPORTS = ("import tsq.cli, tsq.gateway.app, tsq.gateway.runner, tsq.bridge.service; "
+           "tsq.cli.build_parser('gateway'); " + BARE)
 
 
 def main() -> int:
@@ -99,18 +106,23 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of samples per variant")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma-separated, of: " + ", ".join(VARIANTS))
+    ap.add_argument("--python", default="", help="the interpreter command to run the gateway with "
+                    "(default: this one); see above for a Debian root")
     args = ap.parse_args()
+    python = shlex.split(args.python) or [sys.executable]
     binary = build_host_firmware()
     results = {}
     with tempfile.TemporaryDirectory() as pd:
         pki = make_pki(pd)
         for name in args.variants.split(","):
-            results[name] = run_variant(name, VARIANTS[name], pki, binary, args.duration)
-    bare = subprocess.run([sys.executable, "-c", BARE], capture_output=True, text=True, check=True).stdout
-    imports = subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True,
-                             check=True).stdout
+            results[name] = run_variant(name, VARIANTS[name], pki, binary, args.duration, python)
+    bare = subprocess.run([*python, "-c", BARE], capture_output=True, text=True, check=True).stdout
+    imports = subprocess.run([*python, "-c", IMPORTS], capture_output=True, text=True,
+                             check=True, cwd="/").stdout
+    version = subprocess.run([*python, "-c", "import sys; print(sys.executable, sys.version.split()[0])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
     print(f"\ngateway, 1 server (loopback) + 1 device (firmware host build on a pty); "
-          f"medians of 1 s samples, MB; {sys.executable} {sys.version.split()[0]}")
+          f"medians of 1 s samples, MB; {' '.join(python)}: {version}")
     print("| variant | VmRSS | anon | file | PSS | peak (VmHWM) |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():

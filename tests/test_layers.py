@@ -128,3 +128,44 @@ def test_no_import_cycles() -> None:
     for name in sorted(graph):
         if name not in state:
             walk(name)
+
+
+# What each subcommand may not load when it is the one run (`tsq COMMAND ...` registers only its
+# own parser): the boot-time helpers stay small, and a gateway carries no demo, report or server.
+HEAVY = ("aioquic", "numpy", "matplotlib", "tsq.demo", "tsq.report", "tsq.quic.server")
+NOT_LOADED_BY = {
+    "status": HEAVY, "waitsync": HEAVY, "pin": ("numpy", "tsq.demo", "tsq.report", "tsq.quic.server"),
+    "gateway": ("numpy", "matplotlib", "tsq.demo", "tsq.report", "tsq.quic.server"),
+    "bridge": ("numpy", "matplotlib", "tsq.report", "tsq.quic.server"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(NOT_LOADED_BY))
+def test_a_subcommand_loads_only_its_own_modules(command: str) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, tsq.cli\n"
+            f"tsq.cli.build_parser({command!r}).parse_args([{command!r}, '--help'])\n")
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print(' '.join(sorted(sys.modules))))\n" + code)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr          # --help exits 0 after printing the usage
+    assert f"usage: tsq {command}" in out.stdout
+    loaded = set(out.stdout.split())
+    bad = sorted(m for m in loaded for p in NOT_LOADED_BY[command] if m == p or m.startswith(p + "."))
+    assert not bad, f"`tsq {command}` loads {bad}"
+
+
+def test_the_full_help_still_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from tsq import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name, _ in cli.COMMANDS)
+    assert cli.main([]) == 2                        # no command: the help, and a usage error
+    with pytest.raises(SystemExit) as info:
+        cli.main(["nonsense"])                      # an unknown command: argparse's one-line error
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -29,8 +29,12 @@ COMMANDS: list[tuple[str, str]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every subcommand registered."""
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered, or only the one named `only`.
+
+    Registering a subcommand imports its module, and with it what the subcommand runs: the demo,
+    the report and the server would cost a gateway several megabytes it never uses (issue 15).
+    """
     parser = argparse.ArgumentParser(
         prog="tsq",
         description="Time Synchronization over QUIC: serve, query and keep UTC on a field gateway, "
@@ -38,9 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tsq {__version__} ({_backend()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for _name, module in COMMANDS:
-        importlib.import_module(module).add_parser(sub)
+    for name, module in COMMANDS:
+        if only is None or name == only:
+            importlib.import_module(module).add_parser(sub)
     return parser
+
+
+def _command_named(argv: Sequence[str]) -> Optional[str]:
+    """The subcommand `argv` runs, if it names a known one first; None for `--help`, `--version`..."""
+    names = {name for name, _ in COMMANDS}
+    return argv[0] if argv and argv[0] in names else None
 
 
 def _backend() -> str:
@@ -51,8 +62,9 @@ def _backend() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the `tsq` command line; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_named(args_list))
+    args = parser.parse_args(args_list)
     func: Optional[Callable[[argparse.Namespace], int]] = getattr(args, "func", None)
     if func is None:
         parser.print_help()

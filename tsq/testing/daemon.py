@@ -191,10 +191,11 @@ class SyncProcess(_Proc):
 
     def __init__(self, servers: Sequence[str], workdir: str, *, ca: Optional[str] = None,
                  extra: Sequence[str] = (), log: bool = True, timeout: float = 20.0,
-                 command: str = "sync") -> None:
+                 command: str = "sync", python: Sequence[str] = ()) -> None:
+        """`python`: the interpreter command (this one by default), e.g. another installation's."""
         self.control = os.path.join(workdir, "control.sock")
         self.log_dir = os.path.join(workdir, "log")
-        args = [sys.executable, "-m", "tsq", command, "--control", self.control]
+        args = [*(python or [sys.executable]), "-m", "tsq", command, "--control", self.control]
         for s in servers:
             args += ["--server", s]
         if ca:
