@@ -49,3 +49,14 @@ def test_problems_are_one_line_each_and_exit_2(tmp_path: Path, text: str, says: 
 def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     out = _check(tmp_path / "absent.toml")
     assert out.returncode == 2 and "No such file" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_the_file_may_be_named_with_config_as_for_the_gateway(tmp_path: Path) -> None:
+    main = tmp_path / "tsq.toml"
+    main.write_text('servers = ["a.example:4433"]\n[trust]\ninsecure = true\n')
+    out = subprocess.run([sys.executable, "-m", "tsq", "config", "check", "--config", str(main)],
+                         capture_output=True, text=True, timeout=60, env=subprocess_env())
+    assert out.returncode == 0 and f"{main}: valid" in out.stdout, out.stderr
+    both = subprocess.run([sys.executable, "-m", "tsq", "config", "check", str(main), "--config", "/x"],
+                          capture_output=True, text=True, timeout=60, env=subprocess_env())
+    assert both.returncode == 2 and both.stderr.count("\n") == 1 and "once" in both.stderr

@@ -22,7 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        description=__doc__)
     verbs = p.add_subparsers(dest="verb", metavar="check")
     c = verbs.add_parser("check", help="parse and check a configuration (default /etc/tsq/tsq.toml)")
-    c.add_argument("file", nargs="?", default=DEFAULT_PATH, metavar="FILE")
+    c.add_argument("file", nargs="?", default=None, metavar="FILE",
+                   help=f"the file to check (default {DEFAULT_PATH}, with its conf.d drop-ins)")
+    # `tsq gateway --config FILE` names it so; the same words here must not be an error.
+    c.add_argument("--config", dest="config_file", metavar="FILE", help="the same as FILE")
     p.set_defaults(func=run)
 
 
@@ -52,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "verb", None) != "check":
         print("usage: tsq config check [FILE]", file=sys.stderr)
         return 2
+    if args.file and args.config_file and args.file != args.config_file:
+        print("tsq config: give the file once (FILE or --config FILE)", file=sys.stderr)
+        return 2
+    args.file = args.file or args.config_file or DEFAULT_PATH
     try:
         values = load_config(args.file)
     except ConfigError as exc:
