@@ -3,7 +3,12 @@
  * ring (tsqb_device_rx_byte) and reads UTC (tsqb_device_utc_now) -- while the main loop polls
  * and answers. Checks: every frame the device wrote is whole (no interleaving), every PING not lost
  * to a full ring is answered once with its own seq, and a UTC read from the handler always comes
- * from one of the two timescales in flight, never a mixture (a torn TIMESCALE). */
+ * from one of the two timescales in flight, never a mixture (a torn TIMESCALE). The handler also
+ * notes each byte it offers while the ring is full (lost, as a UART overrun loses it): a frame that
+ * lost a byte is dropped, and so is the next one when the lost byte was the delimiter between them
+ * (they arrive merged); every other PING must be answered, exactly. How many bytes are lost depends
+ * on how fast the main loop runs beside a 20 us interrupt (sanitizers, a loaded machine), so only
+ * the accounting is checked, not a share. */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +29,9 @@ static volatile size_t g_pos;
 static volatile sig_atomic_t g_reads, g_torn, g_a, g_b;
 static int64_t g_utc_a, g_utc_b;
 static uint8_t g_out[NFRAMES * TSQB_MAX_WIRE * 2];
+static volatile sig_atomic_t g_frame;        /* the input frame the next byte belongs to */
+static volatile sig_atomic_t g_lost[NFRAMES + 1];
+static int g_is_ping[NFRAMES];
 static size_t g_out_len;
 
 uint64_t tsqb_port_ticks(void)
@@ -50,8 +58,16 @@ static void on_alarm(int sig)
     uint32_t bound;
     (void)sig;
     if (g_pos < g_stream_len) {
-        tsqb_device_rx_byte(&g_dev, g_stream[g_pos], tsqb_port_ticks());
+        uint8_t byte = g_stream[g_pos];
+        if ((uint8_t)(g_dev.ring.head - g_dev.ring.tail) >= TSQB_RING_SIZE) { /* this byte will be lost */
+            g_lost[g_frame] = 1;
+            if (byte == 0)
+                g_lost[g_frame + 1] = 1;
+        }
+        tsqb_device_rx_byte(&g_dev, byte, tsqb_port_ticks());
         g_pos = g_pos + 1;
+        if (byte == 0)
+            g_frame = g_frame + 1;
     }
     if (tsqb_device_utc_now(&g_dev, T_READ, &utc, &bound) != TSQB_UNSYNC || tsqb_device_has_timescale(&g_dev)) {
         g_reads = g_reads + 1;
@@ -72,7 +88,7 @@ int main(void)
     struct sigaction sa;
     struct itimerval it;
     size_t i, start = 0;
-    int k, pongs = 0, broken = 0, failures = 0, last_seq = -1, order_ok = 1;
+    int k, pongs = 0, broken = 0, failures = 0, last_seq = -1, order_ok = 1, intact_pings = 0;
     uint64_t t0;
 
     tsqb_device_init(&g_dev, 1, 1000000u, fw, 0, tsqb_port_ticks());
@@ -98,6 +114,7 @@ int main(void)
             m.u.timescale = (k / 3) % 2 ? b : a;
         } else {
             m.type = TSQB_PING;
+            g_is_ping[k] = 1;
         }
         g_stream_len += tsqb_encode(&m, g_stream + g_stream_len);
     }
@@ -139,13 +156,17 @@ int main(void)
     } while (0)
     EXPECT(broken == 0 && start == g_out_len, "%d broken frames on the wire", broken);
     EXPECT(order_ok, "PONGs out of order or for a TIMESCALE's seq");
-    EXPECT(pongs + g_dev.overruns * 2 >= 2 * NFRAMES / 3 && pongs > NFRAMES / 2, "%d pongs, %u overruns", pongs,
+    for (k = 0; k < NFRAMES; k++)
+        intact_pings += g_is_ping[k] && !g_lost[k];
+    EXPECT(pongs == intact_pings && pongs > 0, "%d pongs for %d PINGs that lost no byte (%u overruns)", pongs,
+           intact_pings, g_dev.overruns);
+    EXPECT(g_dev.bad_frames == g_dev.overruns, "%u bad frames, %u of them overruns", g_dev.bad_frames,
            g_dev.overruns);
     EXPECT(g_torn == 0, "%d torn UTC reads of %d", (int)g_torn, (int)g_reads);
     EXPECT(g_a > 0 && g_b > 0, "reads saw both timescales (%d, %d)", (int)g_a, (int)g_b);
     printf("isr stress: %d frames in, %d pongs, %u overruns, %u bad; %d UTC reads in the handler (%d a, %d b, %d "
            "torn)\n",
            NFRAMES, pongs, g_dev.overruns, g_dev.bad_frames, (int)g_reads, (int)g_a, (int)g_b, (int)g_torn);
-    printf("%d passed, %d failed\n", 5 - failures, failures);
+    printf("%d passed, %d failed\n", 6 - failures, failures);
     return failures ? 1 : 0;
 }
