@@ -46,8 +46,9 @@ def pair(server_config: QuicConfiguration) -> Tuple[QuicConnection, QuicConnecti
     flight = first_flight(c)
     header = compat.parse_header(flight[0], 8)
     assert header is not None
-    s = QuicConnection(configuration=server_config, original_destination_connection_id=header.destination_cid)
-    compat.bound_connection(s, max_streams_bidi=4)
+    s = compat.ServerConnection(configuration=server_config,
+                                original_destination_connection_id=header.destination_cid)
+    assert all(vars(compat.bound_connection(s, max_streams_bidi=4)).values())
     now = 0.0
     for _ in range(6):
         for data in flight:
@@ -110,8 +111,46 @@ def test_bound_connection_fixes_windows_streams_and_acks(server_config: QuicConf
     assert s._streams[sid].max_stream_data_local == 4097   # never doubled
 
 
-def test_release_frees_a_finished_connection_without_the_collector(server_config: QuicConfiguration) -> None:
+def test_what_every_connection_shares_is_shared_and_still_works(server_config: QuicConfiguration) -> None:
+    """The handshake and exchange in `pair` ran through the shared frame-type table; the overrides
+    are the class's, so no connection carries attributes of its own for them."""
     _c, s = pair(server_config)
+    _c2, s2 = pair(server_config)
+    table = vars(s)["_QuicConnection__frame_handlers"]
+    assert isinstance(table, compat._BoundFrameHandlers)
+    assert table._table is vars(s2)["_QuicConnection__frame_handlers"]._table
+    handler, epochs = table[0x01]                              # PING: bound to this connection
+    assert handler.__self__ is s and handler.__func__ is QuicConnection._handle_ping_frame
+    assert epochs == frozenset(tls.Epoch)                     # PING: in every epoch
+    with pytest.raises(KeyError):                              # aioquic: FRAME_ENCODING_ERROR
+        table[0x7F]
+    assert "_replenish_connection_ids" not in vars(s) and "_write_stream_limits" not in vars(s)
+    assert len(s._host_cids) == compat.ACTIVE_CONNECTION_IDS
+    assert compat.trim_after_handshake(s)
+    for pair_ in s._cryptos.values():
+        assert pair_.send._setup_cb is compat.NoCallback and pair_.recv._teardown_cb is compat.NoCallback
+
+
+def test_small_queue_is_the_deque_aioquic_uses() -> None:
+    q = compat._SmallQueue(maxlen=2)
+    with pytest.raises(IndexError):
+        q.popleft()
+    for item in (b"a", b"b", b"c"):
+        q.append(item)
+    assert list(q) == [b"b", b"c"] and b"b" in q and q[0] == b"b" and len(q) == 2
+    assert q.popleft() == b"b" and q and q.popleft() == b"c" and not q
+    unbounded = compat._SmallQueue()
+    for i in range(100):
+        unbounded.append(i)
+    assert len(unbounded) == 100 and unbounded.popleft() == 0
+
+
+@pytest.mark.parametrize("trimmed", [False, True])
+def test_release_frees_a_finished_connection_without_the_collector(server_config: QuicConfiguration,
+                                                                   trimmed: bool) -> None:
+    _c, s = pair(server_config)
+    if trimmed:
+        assert compat.trim_after_handshake(s)
     s.close()
     s.datagrams_to_send(now=2.0)
     config = s.configuration

@@ -28,7 +28,7 @@ import functools
 import logging
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import aioquic
 from aioquic import tls
@@ -37,10 +37,11 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicHeader, QuicPacketType, pull_quic_header
 
 try:
-    from aioquic.quic.crypto import CryptoPair
+    from aioquic.quic.crypto import CryptoPair, NoCallback
     from aioquic.quic.packet_builder import QuicPacketBuilder
 except ImportError:  # pragma: no cover - no stateless close, no decrypt check: see below
     CryptoPair = None  # type: ignore[assignment,misc]
+    NoCallback = None  # type: ignore[assignment]
     QuicPacketBuilder = None  # type: ignore[assignment,misc]
 
 _Buffer: Any
@@ -180,8 +181,36 @@ class Bounds:
     connection_ids: bool
 
 
+ACTIVE_CONNECTION_IDS = 2   # RFC 9000's minimum: one in use, one spare for a path change
+
+
+class ServerConnection(QuicConnection):
+    """aioquic's connection with TSQ's two method overrides (`bound_connection`) on the class.
+
+    Set on each instance instead, they add two entries to every connection's attribute table, which
+    then grows (~3 KB a connection). Where this aioquic has no such methods the overrides are never
+    called and `bound_connection` reports the bound as not applied."""
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        _no_stream_window_growth(builder, space, stream)
+
+    def _replenish_connection_ids(self) -> None:
+        _capped_replenish(self, super()._replenish_connection_ids, ACTIVE_CONNECTION_IDS)
+
+
+def _capped_replenish(quic: QuicConnection, replenish: Callable[[], None], limit: int) -> None:
+    """aioquic's replenish, issuing connection IDs up to `limit` only (see `_cap_connection_ids`)."""
+    peer_limit = quic._remote_active_connection_id_limit
+    quic._remote_active_connection_id_limit = min(peer_limit, limit)
+    try:
+        replenish()
+    finally:
+        quic._remote_active_connection_id_limit = peer_limit
+
+
 def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bool = True) -> Bounds:
-    """Hold a server connection to TSQ's needs before it receives anything.
+    """Hold a server connection (a `ServerConnection`: any QuicConnection works, at more memory)
+    to TSQ's needs before it receives anything.
 
     - receive windows stay at the configured `max_stream_data` (aioquic doubles them on use);
     - at most `max_streams_bidi` client streams at a time and no unidirectional ones (aioquic: 128
@@ -189,9 +218,11 @@ def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bo
     - `ack_now`: an ack-eliciting packet is acknowledged in the next packet built (aioquic waits
       1 ms, which on a server that answers at once is one ACK-only packet per exchange; the ACK
       rides on the response instead);
-    - two connection IDs each way, not eight (`_cap_connection_ids`)."""
-    windows = callable(getattr(quic, "_write_stream_limits", None))
-    if windows:
+    - two connection IDs each way, not eight (`_cap_connection_ids`);
+    - the frame-type table shared by every connection, not copied (`_share_frame_handlers`), and
+      its event and DATAGRAM queues small (`_SmallQueue`)."""
+    windows = callable(getattr(QuicConnection, "_write_stream_limits", None))
+    if windows and not isinstance(quic, ServerConnection):
         quic._write_stream_limits = _no_stream_window_growth  # type: ignore[method-assign]
     bidi: Any = getattr(quic, "_local_max_streams_bidi", None)
     uni: Any = getattr(quic, "_local_max_streams_uni", None)
@@ -202,12 +233,41 @@ def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bo
     ack = ack_now and isinstance(getattr(quic, "_ack_delay", None), float)
     if ack:
         quic._ack_delay = 0.0
-    _share_frame_handler_epochs(quic)
+    _share_frame_handlers(quic)
+    _small_queues(quic, ("_events", "_datagrams_pending"))
     cids = _cap_connection_ids(quic, ACTIVE_CONNECTION_IDS)
     return Bounds(windows, streams, ack, cids)
 
 
-ACTIVE_CONNECTION_IDS = 2   # RFC 9000's minimum: one in use, one spare for a path change
+class _SmallQueue(list):  # type: ignore[type-arg]
+    """The deque operations aioquic uses on its per-connection queues (events to hand out,
+    DATAGRAM frames to send, path challenges), on a list: those hold zero to a few items between
+    two packets, and each deque allocates a 64-slot block (~0.8 KB with the object) up front.
+    `popleft` is O(n) for the few n there are; `maxlen` drops the oldest, as a deque's does."""
+
+    __slots__ = ("maxlen",)
+
+    def __init__(self, maxlen: Optional[int] = None) -> None:
+        super().__init__()
+        self.maxlen = maxlen
+
+    def popleft(self) -> Any:
+        return self.pop(0)        # empty: IndexError, as deque.popleft
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        if self.maxlen is not None and len(self) > self.maxlen:
+            del self[0]
+
+
+def _small_queues(obj: Any, names: Tuple[str, ...]) -> bool:
+    """Replace `obj`'s empty deques called `names` by `_SmallQueue`s with the same maxlen."""
+    queues = [getattr(obj, name, None) for name in names]
+    if not all(type(q) is collections.deque and not q for q in queues):
+        return False
+    for name, q in zip(names, queues):
+        setattr(obj, name, _SmallQueue(q.maxlen))  # type: ignore[union-attr]
+    return True
 
 
 def _cap_connection_ids(quic: QuicConnection, limit: int) -> bool:
@@ -215,37 +275,72 @@ def _cap_connection_ids(quic: QuicConnection, limit: int) -> bool:
     (active_connection_id_limit), and the server issues no more than it needs. Each one costs a
     NEW_CONNECTION_ID frame (~28 B) in the handshake, an object and a table entry per connection;
     a TSQ client changes path only when a NAT rebinds, which keeps the CID."""
-    replenish = getattr(quic, "_replenish_connection_ids", None)
+    replenish = getattr(QuicConnection, "_replenish_connection_ids", None)
     if not (isinstance(getattr(quic, "_local_active_connection_id_limit", None), int)
             and isinstance(getattr(quic, "_remote_active_connection_id_limit", None), int)
             and callable(replenish)):
         return False
     quic._local_active_connection_id_limit = limit
-
-    def capped() -> None:
-        peer_limit = quic._remote_active_connection_id_limit
-        quic._remote_active_connection_id_limit = min(peer_limit, limit)
-        try:
-            replenish()
-        finally:
-            quic._remote_active_connection_id_limit = peer_limit
-
-    quic._replenish_connection_ids = capped  # type: ignore[method-assign]
+    if not isinstance(quic, ServerConnection):
+        quic._replenish_connection_ids = functools.partial(  # type: ignore[method-assign]
+            _capped_replenish, quic, types.MethodType(replenish, quic), limit)
     return True
 
 
-_EPOCH_SETS: dict[frozenset[Any], frozenset[Any]] = {}
+# frame type -> (the QuicConnection method handling it, the epochs it may arrive in)
+_FrameTable = Dict[int, Tuple[Callable[..., Any], FrozenSet[Any]]]
+_SHARED_TABLES: dict[type, _FrameTable] = {}
 
 
-def _share_frame_handler_epochs(quic: QuicConnection) -> bool:
-    """aioquic builds a fresh frozenset of epochs for each of its ~30 frame types per connection
-    (7 KB); they are equal across connections, so every connection can use the same ones."""
-    handlers = vars(quic).get("_QuicConnection__frame_handlers")
+class _BoundFrameHandlers:
+    """aioquic's frame-type table as each connection sees it, from one table per class: a lookup
+    binds the handler to the connection then. aioquic builds the table per connection (~30
+    bound methods and frozensets of epochs: ~3 KB) and only ever reads it by frame type."""
+
+    __slots__ = ("_quic", "_table")
+
+    def __init__(self, quic: QuicConnection, table: _FrameTable) -> None:
+        self._quic = quic
+        self._table = table
+
+    def __getitem__(self, frame_type: int) -> Tuple[Any, FrozenSet[Any]]:
+        function, epochs = self._table[frame_type]     # an unknown type: KeyError, as the dict's
+        return types.MethodType(function, self._quic), epochs
+
+
+def _share_frame_handlers(quic: QuicConnection) -> bool:
+    """Replace the connection's own frame-type table by a `_BoundFrameHandlers` over the table its
+    class shares, if the connection's is exactly that table (same methods, equal epochs);
+    otherwise keep its own."""
+    name = "_QuicConnection__frame_handlers"
+    handlers = vars(quic).get(name)
     if not isinstance(handlers, dict):
         return False
-    for frame_type, entry in handlers.items():
-        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], frozenset):
-            handlers[frame_type] = (entry[0], _EPOCH_SETS.setdefault(entry[1], entry[1]))
+    try:
+        own = {ft: (entry[0].__func__, entry[1]) for ft, entry in handlers.items()
+               if entry[0].__self__ is quic and isinstance(entry[1], frozenset)}
+    except (AttributeError, TypeError, IndexError):
+        return False
+    if len(own) != len(handlers):
+        return False
+    table = _SHARED_TABLES.setdefault(type(quic), own)
+    if table != own:
+        return False
+    setattr(quic, name, _BoundFrameHandlers(quic, table))
+    return True
+
+
+def _drop_key_log_callbacks(quic: QuicConnection) -> bool:
+    """aioquic gives each epoch's keys four callbacks (partials of bound methods) that only write
+    to the QUIC logger: without a logger they do nothing, so aioquic's own no-op replaces them."""
+    cryptos = getattr(quic, "_cryptos", None)
+    if NoCallback is None or getattr(quic, "_quic_logger", True) is not None or not isinstance(cryptos, dict):
+        return False
+    for pair in cryptos.values():
+        for context in (getattr(pair, "recv", None), getattr(pair, "send", None)):
+            for attr in ("_setup_cb", "_teardown_cb"):
+                if isinstance(getattr(context, attr, None), functools.partial):
+                    setattr(context, attr, NoCallback)
     return True
 
 
@@ -275,7 +370,9 @@ def trim_after_handshake(quic: QuicConnection) -> bool:
     """Free what only the handshake needed, once it is complete: aioquic keeps three 16 KB scratch
     buffers for outgoing TLS messages and the TLS context for the connection's whole life. The
     Initial and Handshake buffers are never written again (their keys are gone or about to be), the
-    1-RTT one shrinks, and a server's context is replaced by `_HandshakeDone`."""
+    1-RTT one shrinks, a server's context is replaced by `_HandshakeDone`, without a QUIC logger
+    the keys' logging callbacks go (`_drop_key_log_callbacks`), and the paths' challenge queues
+    become `_SmallQueue`s."""
     buffers = getattr(quic, "_crypto_buffers", None)
     context = getattr(quic, "tls", None)
     if (_Buffer is None or not isinstance(buffers, dict) or len(buffers) != 3
@@ -290,19 +387,22 @@ def trim_after_handshake(quic: QuicConnection) -> bool:
             and all(hasattr(context, name) for name in
                     ("alpn_negotiated", "early_data_accepted", "session_resumed", "client_random"))):
         quic.tls = _HandshakeDone(context)  # type: ignore[assignment]
+    _drop_key_log_callbacks(quic)
+    for path in getattr(quic, "_network_paths", ()):
+        _small_queues(path, ("local_challenges", "remote_challenges"))
     return True
 
 
 _ATOMS = frozenset({int, float, str, bytes, bytearray, bool, type(None), frozenset, memoryview})
-_CONTAINERS = frozenset({list, tuple, set, collections.deque})
+_CONTAINERS = frozenset({list, tuple, set, collections.deque, _SmallQueue})
 _CLEARABLE: dict[type, bool] = {}
 
 
 def _clearable(kind: type) -> bool:
     known = _CLEARABLE.get(kind)
     if known is None:
-        known = _CLEARABLE[kind] = (kind.__module__.startswith("aioquic") and not issubclass(kind, enum.Enum)
-                                    and kind is not QuicConfiguration)
+        ours = kind.__module__.startswith("aioquic") or issubclass(kind, QuicConnection)
+        known = _CLEARABLE[kind] = ours and not issubclass(kind, enum.Enum) and kind is not QuicConfiguration
     return known
 
 

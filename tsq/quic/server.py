@@ -408,10 +408,11 @@ class TsqServer:
     def _new_connection(self, addr: Address, original_cid: bytes, retry_cid: bytes) -> _Conn:
         assert self._endpoint is not None
         source = str(addr[0])
-        quic = QuicConnection(configuration=self.quic_config, original_destination_connection_id=original_cid,
-                              retry_source_connection_id=retry_cid,
-                              session_ticket_fetcher=self.tickets.pop,
-                              session_ticket_handler=self.tickets.add)
+        quic = compat.ServerConnection(configuration=self.quic_config,
+                                       original_destination_connection_id=original_cid,
+                                       retry_source_connection_id=retry_cid,
+                                       session_ticket_fetcher=self.tickets.pop,
+                                       session_ticket_handler=self.tickets.add)
         compat.bound_connection(quic, max_streams_bidi=MAX_STREAMS)
         session = self.session_class(self.policy, self.stats, self.residual, source, self.limiter)
         holder: List[_Conn] = []
