@@ -39,6 +39,8 @@ from tsq.testing.certs import make_pki
 from tsq.testing.daemon import ServerProcess, SyncProcess
 from tsq.testing.firmware import SimulatedDevice, build_host_firmware
 
+STARTUP_S = 180.0
+
 VARIANTS: Dict[str, Dict[str, str]] = {
     "default": {},
     "arena-2": {"MALLOC_ARENA_MAX": "2"},
@@ -69,13 +71,15 @@ def run_variant(name: str, env_extra: Dict[str, str], pki: object, binary: objec
     saved = {k: os.environ.get(k) for k in env_extra}
     os.environ.update(env_extra)          # SyncProcess passes the environment on
     try:
-        with tempfile.TemporaryDirectory() as d, ServerProcess(pki) as server, \
+        # Generous start-up timeouts: under emulation (.ci/arm-lanes TSQ_ARM_FOOTPRINT=1) Python
+        # takes tens of seconds to import what the server and the gateway need.
+        with tempfile.TemporaryDirectory() as d, ServerProcess(pki, timeout=STARTUP_S) as server, \
                 SimulatedDevice(d, device_id=0xF00D, drift_ppm=20, binary=binary) as dev, \
                 SyncProcess([server.address], d, ca=pki.ca_cert, command="gateway",  # type: ignore[attr-defined]
-                            extra=[dev.path, "--maxpoll", "2"], python=python) as gw:
+                            extra=[dev.path, "--maxpoll", "2"], python=python, timeout=STARTUP_S) as gw:
             t0 = time.monotonic()
             gw.wait_status(lambda s: bool(s.get("devices")) and s["devices"][0]["state"] == "synchronised",
-                           90)
+                           STARTUP_S + 90)
             synced_s = time.monotonic() - t0
             samples: List[Dict[str, int]] = []
             end = time.monotonic() + duration

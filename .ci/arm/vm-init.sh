@@ -19,7 +19,8 @@ mkdir -p /newroot/dev/pts && mount -t devpts -o ptmxmode=0666 devpts /newroot/de
 mount -t tmpfs -o size=512m tmpfs /newroot/tmp
 echo "vm-init: $(uname -srm), running the tests"
 chroot /newroot /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
-    TSQ_LANE="$(cat /newroot/lane/name)" /bin/sh /src/.ci/arm/inside.sh vm
+    TSQ_LANE="$(cat /newroot/lane/name)" TSQ_ARM_FOOTPRINT="$(cat /newroot/lane/footprint 2>/dev/null)" \
+    /bin/sh /src/.ci/arm/inside.sh vm
 echo $? > /newroot/lane/vm.rc
 umount /newroot/tmp /newroot/dev/pts /newroot/dev /newroot/sys /newroot/proc
 umount /newroot
