@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
@@ -142,9 +144,6 @@ NOT_LOADED_BY = {
 
 @pytest.mark.parametrize("command", sorted(NOT_LOADED_BY))
 def test_a_subcommand_loads_only_its_own_modules(command: str) -> None:
-    import subprocess
-    import sys
-
     code = ("import sys, tsq.cli\n"
             f"tsq.cli.build_parser({command!r}).parse_args([{command!r}, '--help'])\n")
     probe = ("import atexit, sys\n"

@@ -208,9 +208,8 @@ def _capped_replenish(quic: QuicConnection, replenish: Callable[[], None], limit
         quic._remote_active_connection_id_limit = peer_limit
 
 
-def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bool = True) -> Bounds:
-    """Hold a server connection (a `ServerConnection`: any QuicConnection works, at more memory)
-    to TSQ's needs before it receives anything.
+def bound_connection(quic: ServerConnection, *, max_streams_bidi: int, ack_now: bool = True) -> Bounds:
+    """Hold a server connection to TSQ's needs before it receives anything.
 
     - receive windows stay at the configured `max_stream_data` (aioquic doubles them on use);
     - at most `max_streams_bidi` client streams at a time and no unidirectional ones (aioquic: 128
@@ -221,9 +220,7 @@ def bound_connection(quic: QuicConnection, *, max_streams_bidi: int, ack_now: bo
     - two connection IDs each way, not eight (`_cap_connection_ids`);
     - the frame-type table shared by every connection, not copied (`_share_frame_handlers`), and
       its event and DATAGRAM queues small (`_SmallQueue`)."""
-    windows = callable(getattr(QuicConnection, "_write_stream_limits", None))
-    if windows and not isinstance(quic, ServerConnection):
-        quic._write_stream_limits = _no_stream_window_growth  # type: ignore[method-assign]
+    windows = callable(getattr(QuicConnection, "_write_stream_limits", None))  # overridden by the class
     bidi: Any = getattr(quic, "_local_max_streams_bidi", None)
     uni: Any = getattr(quic, "_local_max_streams_uni", None)
     streams = all(hasattr(limit, "value") and hasattr(limit, "sent") for limit in (bidi, uni))
@@ -270,7 +267,7 @@ def _small_queues(obj: Any, names: Tuple[str, ...]) -> bool:
     return True
 
 
-def _cap_connection_ids(quic: QuicConnection, limit: int) -> bool:
+def _cap_connection_ids(quic: ServerConnection, limit: int) -> bool:
     """Two connection IDs each way instead of aioquic's eight: the peer is asked for no more
     (active_connection_id_limit), and the server issues no more than it needs. Each one costs a
     NEW_CONNECTION_ID frame (~28 B) in the handshake, an object and a table entry per connection;
@@ -280,10 +277,7 @@ def _cap_connection_ids(quic: QuicConnection, limit: int) -> bool:
             and isinstance(getattr(quic, "_remote_active_connection_id_limit", None), int)
             and callable(replenish)):
         return False
-    quic._local_active_connection_id_limit = limit
-    if not isinstance(quic, ServerConnection):
-        quic._replenish_connection_ids = functools.partial(  # type: ignore[method-assign]
-            _capped_replenish, quic, types.MethodType(replenish, quic), limit)
+    quic._local_active_connection_id_limit = limit   # the class's replenish issues no more
     return True
 
 
@@ -458,8 +452,8 @@ class Capabilities:
 
 
 def capabilities() -> Capabilities:
-    """Probe the hooks on a throw-away client connection (no packets leave)."""
-    quic = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["tsq"]))
+    """Probe the hooks on a throw-away connection (no packets leave)."""
+    quic = ServerConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["tsq"]))
     crypto_ok = isinstance(getattr(quic, "_cryptos", None), dict)
     return Capabilities(
         aioquic=AIOQUIC_VERSION, version_tested=VERSION_TESTED, late_t3=crypto_ok, packet_match=crypto_ok,
