@@ -8,12 +8,16 @@ anonymous and file-backed parts (shared libraries: the file part is shared with 
 on the machine), PSS and the peak (VmHWM).
 
 Variants (one run each, side by side):
-- `default`      the gateway as `python -m tsq gateway` starts it (what the unit runs);
-- `arena-2`      with MALLOC_ARENA_MAX=2 in its environment (glibc gives each thread an arena of
-                 its own otherwise; the field-log writer, its compressor and the executor are threads).
+- `default`      the gateway as `python -m tsq gateway` starts it (what the unit runs), trusting the
+                 server by its SPKI pin, as a deployment does (`tsq pin`, README "Deploy");
+- `ca`           the same trusting a CA file (`--ca`) instead: aioquic's chain check then imports
+                 pyOpenSSL and service_identity at the first handshake (tsq/quic/_deferred_tls.py);
+- `arena-2`      the default with MALLOC_ARENA_MAX=2 in its environment (glibc gives each thread an
+                 arena of its own otherwise; the field-log writer, its compressor and the executor
+                 are threads).
 Then the import cost alone: the same interpreter importing the gateway's modules and nothing else.
 
-    python3 benchmarks/footprint.py [--duration 20] [--variants default,arena-2] [--python CMD]
+    python3 benchmarks/footprint.py [--duration 20] [--variants default,ca,arena-2] [--python CMD]
 
 `--python CMD` runs the gateway (and the import-only figures) with another installation, e.g. the
 project installed by the README's deploy commands in a Debian 12 root, Raspberry Pi OS's Python:
@@ -31,19 +35,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tsq.quic.trust import spki_pin_pem
 from tsq.testing.certs import make_pki
 from tsq.testing.daemon import ServerProcess, SyncProcess
 from tsq.testing.firmware import SimulatedDevice, build_host_firmware
 
 STARTUP_S = 180.0
 
-VARIANTS: Dict[str, Dict[str, str]] = {
-    "default": {},
-    "arena-2": {"MALLOC_ARENA_MAX": "2"},
+# name: (environment added, trust: "pin" or "ca")
+VARIANTS: Dict[str, Tuple[Dict[str, str], str]] = {
+    "default": ({}, "pin"),
+    "ca": ({}, "ca"),
+    "arena-2": ({"MALLOC_ARENA_MAX": "2"}, "pin"),
 }
 
 
@@ -66,8 +73,11 @@ def read_kb(pid: int) -> Dict[str, int]:
     return out
 
 
-def run_variant(name: str, env_extra: Dict[str, str], pki: object, binary: object,
+def run_variant(name: str, env_extra: Dict[str, str], trust: str, pki: object, binary: object,
                 duration: float, python: List[str]) -> Dict[str, float]:
+    ca: Optional[str] = pki.ca_cert if trust == "ca" else None  # type: ignore[attr-defined]
+    with open(pki.server_cert, "rb") as f:  # type: ignore[attr-defined]
+        pin = [] if ca else ["--pin", spki_pin_pem(f.read())]
     saved = {k: os.environ.get(k) for k in env_extra}
     os.environ.update(env_extra)          # SyncProcess passes the environment on
     try:
@@ -75,8 +85,8 @@ def run_variant(name: str, env_extra: Dict[str, str], pki: object, binary: objec
         # takes tens of seconds to import what the server and the gateway need.
         with tempfile.TemporaryDirectory() as d, ServerProcess(pki, timeout=STARTUP_S) as server, \
                 SimulatedDevice(d, device_id=0xF00D, drift_ppm=20, binary=binary) as dev, \
-                SyncProcess([server.address], d, ca=pki.ca_cert, command="gateway",  # type: ignore[attr-defined]
-                            extra=[dev.path, "--maxpoll", "2"], python=python, timeout=STARTUP_S) as gw:
+                SyncProcess([server.address], d, ca=ca, command="gateway",
+                            extra=[dev.path, "--maxpoll", "2", *pin], python=python, timeout=STARTUP_S) as gw:
             t0 = time.monotonic()
             gw.wait_status(lambda s: bool(s.get("devices")) and s["devices"][0]["state"] == "synchronised",
                            STARTUP_S + 90)
@@ -119,7 +129,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as pd:
         pki = make_pki(pd)
         for name in args.variants.split(","):
-            results[name] = run_variant(name, VARIANTS[name], pki, binary, args.duration, python)
+            results[name] = run_variant(name, *VARIANTS[name], pki, binary, args.duration, python)
     bare = subprocess.run([*python, "-c", BARE], capture_output=True, text=True, check=True).stdout
     imports = subprocess.run([*python, "-c", IMPORTS], capture_output=True, text=True,
                              check=True, cwd="/").stdout

@@ -12,7 +12,6 @@ only used by ADJ_SETOFFSET as a small offset).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
@@ -40,21 +39,27 @@ class Timex(ctypes.Structure):
     ]
 
 
-_ADJTIMEX: List[Any] = []   # [function] once looked up ([None] where absent): the lookup is slow
+_ADJTIMEX: List[Any] = []   # [function] once looked up ([None] where absent)
+
+# Where `adjtimex` is looked up: the running program's own symbols (None: the interpreter is linked
+# against the C library, so its symbols are there), then glibc by its soname. Not
+# `ctypes.util.find_library`: it runs `ldconfig -p` in a subprocess and its import (shutil,
+# tempfile, bz2, lzma) is ~1.1 MB of a Raspberry Pi gateway's 40 (docs/benchmarks.md).
+_LIBC_NAMES = (None, "libc.so.6")
 
 
 def adjtimex_function() -> Any:
     """glibc's `adjtimex` (argtypes set), or None where there is no C library to find it in."""
     if not _ADJTIMEX:
-        name = ctypes.util.find_library("c")
         fn = None
-        if name is not None:
+        for name in _LIBC_NAMES:
             try:
                 fn = ctypes.CDLL(name, use_errno=True).adjtimex
-                fn.argtypes = [ctypes.POINTER(Timex)]
-                fn.restype = ctypes.c_int
             except (OSError, AttributeError):
-                fn = None
+                continue
+            fn.argtypes = [ctypes.POINTER(Timex)]
+            fn.restype = ctypes.c_int
+            break
         _ADJTIMEX.append(fn)
     return _ADJTIMEX[0]
 

@@ -15,7 +15,7 @@ import datetime
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
@@ -117,6 +117,13 @@ class _Link:
     trusted: bool = False                                        # passed the certificate/pin/ALPN checks
     pending_ticket: Optional[SessionTicket] = None               # a ticket that came before that
 
+
+
+def _resolver_host(host: str) -> Union[str, bytes]:
+    """`host` for getaddrinfo: an ASCII name as bytes, which Python passes on as they are, where a
+    str is first encoded with the `idna` codec, whose import (stringprep, unicodedata) is ~0.4 MB of
+    a Raspberry Pi gateway's 40 (docs/benchmarks.md). A non-ASCII name stays a str (IDNA needed)."""
+    return host.encode("ascii") if host.isascii() else host
 
 class TsqClient:
     """A client of one TSQ server, on the running asyncio loop. Concurrent `exchange()` calls are
@@ -232,8 +239,8 @@ class TsqClient:
     async def _open_link(self) -> _Link:
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
+            infos = await loop.getaddrinfo(_resolver_host(self.host), self.port, type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as exc:
             raise TsqUnreachable(f"{self.name}: cannot resolve: {exc}") from exc
         family, _, _, _, addr = infos[0]
         sock = socket.socket(family, socket.SOCK_DGRAM)
