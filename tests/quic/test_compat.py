@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 import ssl
 import weakref
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 from aioquic import tls
@@ -41,7 +41,10 @@ def first_flight(quic: QuicConnection) -> List[bytes]:
     return [data for data, _ in quic.datagrams_to_send(now=0.0)]
 
 
-def pair(server_config: QuicConfiguration) -> Tuple[QuicConnection, QuicConnection]:
+def pair(server_config: QuicConfiguration,
+         sent: Optional[List[bytes]] = None) -> Tuple[QuicConnection, QuicConnection]:
+    """A client and a `ServerConnection` after their handshake; `sent` collects the client's
+    datagrams (its Initial and Handshake packets among them)."""
     c = client()
     flight = first_flight(c)
     header = compat.parse_header(flight[0], 8)
@@ -52,6 +55,8 @@ def pair(server_config: QuicConfiguration) -> Tuple[QuicConnection, QuicConnecti
     now = 0.0
     for _ in range(6):
         for data in flight:
+            if sent is not None:
+                sent.append(data)
             s.receive_datagram(data, CLIENT, now=now)
         for data, _ in s.datagrams_to_send(now=now):
             c.receive_datagram(data, SERVER, now=now)
@@ -195,3 +200,50 @@ def test_a_trimmed_connection_still_serves(server_config: QuicConfiguration) -> 
         if type(event).__name__ == "DatagramFrameReceived":
             got.append(event.data)
     assert got == [b"pong 0", b"pong 1", b"pong 2"]
+
+
+def exchange_datagrams(c: QuicConnection, s: QuicConnection, now: float) -> List[bytes]:
+    """One datagram each way; what the client received."""
+    c.send_datagram_frame(b"ping")
+    for data, _ in c.datagrams_to_send(now=now):
+        s.receive_datagram(data, CLIENT, now=now)
+    s.send_datagram_frame(b"pong")
+    for data, _ in s.datagrams_to_send(now=now):
+        c.receive_datagram(data, SERVER, now=now)
+    got = []
+    while (event := c.next_event()) is not None:
+        if type(event).__name__ == "DatagramFrameReceived":
+            got.append(event.data)
+    return got
+
+
+def test_discarded_epochs_are_shared_and_late_handshake_packets_still_dropped(
+        server_config: QuicConfiguration) -> None:
+    sent: List[bytes] = []
+    c, s = pair(server_config, sent)
+    c2, s2 = pair(server_config)
+    assert compat.trim_after_handshake(s) and compat.trim_after_handshake(s2)
+    space, keys, stream = compat._DISCARDED
+    for conn in (s, s2):
+        for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
+            assert conn._spaces[epoch] is space and conn._cryptos[epoch] is keys
+            assert conn._crypto_streams[epoch] is stream
+        assert all(p is keys for p in conn._cryptos_initial.values())
+        assert space not in conn._loss.spaces and len(conn._loss.spaces) == 1
+    # The client's Initial and Handshake packets again, late (a retransmission, or an attacker
+    # replaying them): no key, dropped; nothing shared is written; the connection serves on.
+    long_header = [d for d in sent if d[0] & 0x80]
+    assert long_header
+    for data in long_header:
+        s.receive_datagram(data, CLIENT, now=4.0)
+    s.datagrams_to_send(now=4.0)
+    assert s._close_event is None
+    assert space.discarded and not space.sent_packets and space.ack_at is None
+    assert not keys.recv.is_valid() and not keys.send.is_valid() and stream.sender.buffer_is_empty
+    assert exchange_datagrams(c, s, 5.0) == [b"pong"]
+    # One connection closed and released: the shared objects stay whole for the other.
+    s.close()
+    s.datagrams_to_send(now=6.0)
+    compat.release(s)
+    assert vars(space) and vars(keys) and vars(stream) and space.discarded
+    assert exchange_datagrams(c2, s2, 7.0) == [b"pong"]

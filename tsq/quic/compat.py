@@ -338,6 +338,63 @@ def _drop_key_log_callbacks(quic: QuicConnection) -> bool:
     return True
 
 
+def _discarded_epoch_objects() -> Tuple[Any, ...]:
+    """One packet space, key pair and crypto stream for every server connection's discarded
+    epochs, or () where this aioquic keeps them elsewhere. Never set up, never written: see
+    `_share_discarded_epochs`."""
+    try:
+        from aioquic.quic.recovery import QuicPacketSpace
+        from aioquic.quic.stream import QuicStream
+    except ImportError:  # pragma: no cover - a layout we do not know: nothing shared
+        return ()
+    if CryptoPair is None:  # pragma: no cover
+        return ()
+    space = QuicPacketSpace()
+    space.discarded = True
+    return space, CryptoPair(), QuicStream()
+
+
+_DISCARDED = _discarded_epoch_objects()
+
+
+def _share_discarded_epochs(quic: QuicConnection) -> bool:
+    """Once a server's Initial and Handshake epochs are discarded (their keys torn down, their
+    packet spaces out of loss recovery), aioquic still keeps, per connection, a packet space, a key
+    pair and a crypto stream for each, plus two Initial key pairs (QUIC v1 and v2) and an unused
+    0-RTT pair: ~4 KB of the ~33 KB an idle connection costs (docs/benchmarks.md, "Server load").
+    They are replaced by the shared `_DISCARDED` objects, which are only ever read afterwards: a
+    late Initial or Handshake packet finds no key (`is_valid()` is False) and is dropped before
+    its space is touched, `_discard_epoch` skips a space already `discarded`, and what aioquic
+    writes to every crypto stream after a CRYPTO frame (`_push_crypto_data`) is the empty
+    scratch buffer `trim_after_handshake` left there (a no-op write)."""
+    if not _DISCARDED:
+        return False
+    space, pair, stream = _DISCARDED
+    spaces = getattr(quic, "_spaces", None)
+    cryptos = getattr(quic, "_cryptos", None)
+    initial = getattr(quic, "_cryptos_initial", None)
+    streams = getattr(quic, "_crypto_streams", None)
+    loss_spaces = getattr(getattr(quic, "_loss", None), "spaces", None)
+    epochs = (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE)
+    if not (isinstance(spaces, dict) and isinstance(cryptos, dict) and isinstance(initial, dict)
+            and isinstance(streams, dict) and isinstance(loss_spaces, list)
+            and all(e in spaces and e in cryptos and e in streams for e in epochs)
+            and all(spaces[e].discarded and not cryptos[e].recv.is_valid() and not cryptos[e].send.is_valid()
+                    and streams[e].sender.buffer_is_empty for e in epochs)
+            and all(not p.recv.is_valid() and not p.send.is_valid() for p in initial.values())):
+        return False
+    for e in epochs:
+        if spaces[e] in loss_spaces:
+            loss_spaces.remove(spaces[e])
+        spaces[e], cryptos[e], streams[e] = space, pair, stream
+    for version in initial:
+        initial[version] = pair
+    zero = cryptos.get(tls.Epoch.ZERO_RTT)
+    if zero is not None and not zero.recv.is_valid() and not zero.send.is_valid():
+        cryptos[tls.Epoch.ZERO_RTT] = pair   # never set up again once the handshake is done
+    return True
+
+
 ONE_RTT_CRYPTO_SCRATCH = 512    # room for a NewSessionTicket (~200 B); the server writes nothing else
 
 
@@ -381,6 +438,7 @@ def trim_after_handshake(quic: QuicConnection) -> bool:
             and all(hasattr(context, name) for name in
                     ("alpn_negotiated", "early_data_accepted", "session_resumed", "client_random"))):
         quic.tls = _HandshakeDone(context)  # type: ignore[assignment]
+        _share_discarded_epochs(quic)
     _drop_key_log_callbacks(quic)
     for path in getattr(quic, "_network_paths", ()):
         _small_queues(path, ("local_challenges", "remote_challenges"))
@@ -409,7 +467,7 @@ def release(quic: QuicConnection, keep: Tuple[Any, ...] = ()) -> None:
     object reachable from `quic` has its attributes dropped; shared ones (the configuration and
     anything in `keep`, enum members) are not touched and not walked into. (Frozensets are not
     walked: aioquic's hold epochs, and they are shared between connections.)"""
-    shared = {id(quic.configuration)} | {id(obj) for obj in keep}
+    shared = {id(quic.configuration)} | {id(obj) for obj in (*keep, *_DISCARDED)}
     seen: set[int] = set()
     stack: List[Any] = [quic]
     while stack:
