@@ -114,6 +114,7 @@ def run_link(link: str, args: argparse.Namespace, binary: object, pass_link: boo
         "max": max(errs) if errs else float("nan"),
         "mean": sum(e for e, _ in rows) / len(rows) / 1000 if rows else float("nan"),
         "inside": 100 * sum(1 for e, b in rows if abs(e) <= b) / len(rows) if rows else float("nan"),
+        "bound_p50": _pct([b / 1000 for _, b in rows], 0.5) if rows else float("nan"),
         "first_sync_s": (first[0] - t_start) / 1e9 if first else float("nan"),
         "delay_p50": _pct(delays, 0.5) if delays else float("nan"),
         "resid_p99": _pct(resids, 0.99) if resids else float("nan"), "pings": len(delays),
@@ -125,13 +126,15 @@ def run_link(link: str, args: argparse.Namespace, binary: object, pass_link: boo
 
 
 HEADER = ("| link | synced rows | \\|error\\| p50 µs | p99 µs | max µs | mean µs | inside own bound | "
+          "own bound p50 µs | "
           "first synchronised s | ping delay p50 µs | \\|residual\\| p99 µs | "
           "link release error p50/p99/max µs |")
 
 
 def _row(r: dict) -> str:
     return (f"| {r['link']} | {r['rows']}/{r['measured']} | {r['p50']:.1f} | {r['p99']:.1f} | "
-            f"{r['max']:.1f} | {r['mean']:+.1f} | {r['inside']:.1f} % | {r['first_sync_s']:.1f} | "
+            f"{r['max']:.1f} | {r['mean']:+.1f} | {r['inside']:.1f} % | {r['bound_p50']:.0f} | "
+            f"{r['first_sync_s']:.1f} | "
             f"{r['delay_p50']:.0f} | "
             f"{r['resid_p99']:.1f} | {_line_err(r)} |")
 

@@ -188,7 +188,8 @@ class DeviceSession:
 
     def _new_fit(self, tick_hz: int) -> FeasibleFit:
         return FeasibleFit(tick_hz, self.min_out_ns, self.min_back_ns, wander_ppb=self.wander_ppb,
-                           horizon_ns=max(1, self.ping_interval_ns))
+                           horizon_ns=max(1, self.ping_interval_ns), anchor=self.link.anchor,
+                           anchor_out_ns=self.frame_bytes * self.link.byte_ns(self.baud))
 
     # -- events from the port -------------------------------------------------------------------
     def opened(self) -> list[bytes]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from typing import Any, Optional
 
@@ -162,7 +163,7 @@ class DeviceDriver:
                 await self.link.send(self._outbox.pop(0))
             now = loop.time()
             if self.link.connected and now >= next_ping:
-                next_ping = now + self.ping_interval_s
+                next_ping = now + self.ping_interval_s + self._dither_s()
                 self._check_silence()
                 if self.warmup_gap_s is not None and self.session.hello is not None:
                     warm = self.session.make_ping(raw_ns(), warmup=True)
@@ -182,6 +183,13 @@ class DeviceDriver:
             timeout = max(0.0, next_ping - loop.time()) if self.link.connected else 0.5
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _dither_s(self) -> float:
+        """A random part of a USB frame added to each ping interval: a PING must meet its frame at
+        every phase for some PINGs to wait almost nothing for it (the edge the fit anchors to on USB,
+        tsq.bridge.links); at a steady interval the phase would stay where it started."""
+        frame_ns = self.session.link.usb_frame_ns
+        return random.random() * frame_ns / NS_PER_S if frame_ns else 0.0
 
     def status(self) -> DeviceStatus:
         return self.session.status(raw_ns()).with_port(

@@ -18,7 +18,14 @@ minimum on each side, and the region shrinks like 1/N, where a least-squares lin
 midpoints averages the quantisation down like 1/sqrt(N) only.
 
 The estimate is the centre of the region's extent (min and max over its vertices) at the newest
-ping, with the rate that also centres it one `horizon_ns` later; the bound at raw time t is the
+ping, with the rate that also centres it one `horizon_ns` later (`anchor="centre"`). On a link
+whose back leg never reaches its minimum (`anchor="out"`: USB, where the PONG waits for the USB
+frame after the one that carried the PING, so its wait is set by the device's turnaround, not by
+chance) the back constraints stay loose by most of a frame and the centre sits half of that from
+the truth; there the estimate keeps the centre's rate and takes the offset of the tightest PING-leg
+constraint at that rate (the edge the dithered pings pin down, as in Moon, Skelly and Towsley's
+one-way estimator), at the leg's nominal minimum (`anchor_out_ns`). The estimate need not be a
+line of the region: the bound at raw time t is the
 largest distance of any vertex's line from the estimate at t, plus `wander_ppb` times the time since
 the newest ping, plus 1.5 ticks (the device's counter truncates; t0 is rounded). If the true line
 is in the region (delays no shorter than the minimums, rate within `max_ppm` of nominal, frequency
@@ -51,6 +58,7 @@ _EPS_NS = 0.5          # every constraint loosened by this much: float rounding 
 _LIMIT = 2**256        # stamps and queries beyond this are nonsense (and would overflow a float)
 
 _Vertex = Tuple[float, float]    # (r: ns per nominal second off nominal, c: ns)
+ANCHORS = ("centre", "out")      # where in the region the estimate sits (see the module doc)
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,11 @@ class FeasibleFit:
         horizon_ns: int = NS_PER_S,
         max_rtt_ns: int = 10 * NS_PER_S,
         conflicts_to_restart: int = 2,
+        anchor: str = "centre",
+        anchor_out_ns: Optional[int] = None,
     ) -> None:
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}")
         if tick_hz <= 0:
             raise ValueError("tick_hz must be positive")
         if min_out_ns < 0 or min_back_ns < 0:
@@ -124,6 +136,10 @@ class FeasibleFit:
         self.horizon_ns = horizon_ns
         self.max_rtt_ns = max_rtt_ns
         self.conflicts_to_restart = conflicts_to_restart
+        self.anchor = anchor
+        # The PING leg's nominal minimum, where `min_out_ns` was shortened to stay a true minimum
+        # (a UART up to a few % fast): the bound needs the shortest, the estimate the likeliest.
+        self.anchor_out_ns = min_out_ns if anchor_out_ns is None else max(min_out_ns, anchor_out_ns)
         self._points: Deque[PingSample] = deque()
         self._held: List[PingSample] = []     # recent pings that conflicted with the window
         self._region: Optional[_Region] = None
@@ -245,7 +261,13 @@ class FeasibleFit:
         loh, hih = extent(s_new + h)
         mid0, midh = (lo0 + hi0) / 2, (loh + hih) / 2
         r_est = (midh - mid0) / h
-        return _Region(x0, y0, tuple(poly), s_new, r_est, mid0 - r_est * s_new, hi0 - lo0)
+        c_est = mid0 - r_est * s_new
+        if self.anchor == "out":
+            # The tightest PING-leg constraint at the centre's rate, never beyond the tightest PONG-leg
+            # one (where they cross at that rate, the rate is off: the nearest line the PONGs allow).
+            c_out = max(lo - r_est * a for a, lo in lows) + (self.anchor_out_ns - self.min_out_ns)
+            c_est = min(c_out, min(hi - r_est * b for b, hi in highs))
+        return _Region(x0, y0, tuple(poly), s_new, r_est, c_est, hi0 - lo0)
 
     def _s_at_raw(self, reg: _Region, raw_ns: int) -> Optional[float]:
         if abs(raw_ns - reg.x0) > _LIMIT:
