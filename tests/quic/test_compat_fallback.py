@@ -4,7 +4,6 @@ turns its capability off without breaking the server (the canaries are in test_c
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
 
 import pytest
 
@@ -12,19 +11,7 @@ from tsq import clock
 from tsq.quic import compat
 from tsq.quic.client import TsqClient
 from tsq.quic.server import ServerConfig, ServerThread, load_pem_pair
-from tsq.testing.certs import TestPki, make_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
-
-
-@pytest.fixture(scope="module")
-def server(pki: TestPki) -> Iterator[ServerThread]:
-    cert, key = load_pem_pair(pki.server_cert, pki.server_key)
-    with ServerThread(ServerConfig(cert_pem=cert, key_pem=key, host="127.0.0.1", port=0)) as srv:
-        yield srv
+from tsq.testing.certs import TestPki
 
 
 def test_without_the_encrypt_hook_the_server_still_answers(pki: TestPki,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
 import pytest
 
-from tsq.quic.server import ServerConfig, ServerThread, load_pem_pair
+from tsq.quic.server import ServerThread
 from tsq.quic.trust import spki_pin_pem
-from tsq.testing.certs import TestPki, make_pki
+from tsq.testing.certs import TestPki
 from tsq.testing.daemon import subprocess_env
 
 DEFERRED = ("OpenSSL", "service_identity", "certifi")
@@ -37,18 +37,6 @@ outcome = asyncio.run(go())
 print(json.dumps({{"before": loaded_before, "after": [m for m in {deferred!r} if m in sys.modules],
                   "outcome": outcome}}))
 """
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
-
-
-@pytest.fixture(scope="module")
-def server(pki: TestPki) -> Iterator[ServerThread]:
-    cert, key = load_pem_pair(pki.server_cert, pki.server_key)
-    with ServerThread(ServerConfig(cert_pem=cert, key_pem=key, host="127.0.0.1", port=0)) as srv:
-        yield srv
 
 
 def fresh_client(server: ServerThread, **kwargs: Any) -> Dict[str, Any]:

@@ -13,13 +13,8 @@ import pytest
 
 from tsq.quic.identity import load_or_create
 from tsq.quic.server import ServerConfig, ServerThread, load_pem_pair
-from tsq.testing.certs import TestPki, make_pki
+from tsq.testing.certs import TestPki
 from tsq.testing.daemon import ServerProcess, subprocess_env
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 def _tsq(args: List[str]) -> subprocess.CompletedProcess[str]:

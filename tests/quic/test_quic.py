@@ -23,7 +23,7 @@ from tsq.quic.client import (
 from tsq.quic.server import ServerConfig, ServerThread, TsqServer, load_pem_pair
 from tsq.quic.trust import generate_self_signed, spki_pin_pem
 from tsq.session.server import ServerSession
-from tsq.testing.certs import TestPki, make_pki
+from tsq.testing.certs import TestPki
 from tsq.testing.daemon import RelayProcess
 from tsq.testing.relay import Impairment, UdpRelay
 
@@ -38,11 +38,6 @@ def true_offset() -> int:
     """UTC (the shared system clock) minus raw: what every loopback exchange should measure."""
     corr = clock.correlate(clock.CLOCK_REALTIME, clock.CLOCK_MONOTONIC_RAW)
     return corr.ref_ns - corr.sys_ns
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 def config(pki: TestPki, **kw: Any) -> ServerConfig:

@@ -7,29 +7,17 @@ response, or a response sent to a dead mapping, would break."""
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
 from tsq import clock
 from tsq.quic.client import TsqClient, TsqError
-from tsq.quic.server import ServerConfig, ServerThread, load_pem_pair
-from tsq.testing.certs import TestPki, make_pki
+from tsq.quic.server import ServerThread
+from tsq.testing.certs import TestPki
 from tsq.testing.relay import Impairment, UdpRelay
 
 SLACK_NS = 20_000   # the clock reads around each sample
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
-
-
-@pytest.fixture(scope="module")
-def server(pki: TestPki) -> Iterator[ServerThread]:
-    cert, key = load_pem_pair(pki.server_cert, pki.server_key)
-    with ServerThread(ServerConfig(cert_pem=cert, key_pem=key, host="127.0.0.1", port=0)) as srv:
-        yield srv
 
 
 def _true_offset() -> int:

@@ -4,26 +4,13 @@ where bytes cost money), and a resumed session keeps the pin verdict of the sess
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
 
 import pytest
 
 from tsq.quic.client import TsqClient, TsqHandshakeError
-from tsq.quic.server import ServerConfig, ServerThread, load_pem_pair
+from tsq.quic.server import ServerConfig, ServerThread
 from tsq.quic.trust import generate_self_signed, spki_pin_pem
-from tsq.testing.certs import TestPki, make_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
-    return make_pki(str(tmp_path_factory.mktemp("pki")))
-
-
-@pytest.fixture(scope="module")
-def server(pki: TestPki) -> Iterator[ServerThread]:
-    cert, key = load_pem_pair(pki.server_cert, pki.server_key)
-    with ServerThread(ServerConfig(cert_pem=cert, key_pem=key, host="127.0.0.1", port=0)) as srv:
-        yield srv
+from tsq.testing.certs import TestPki
 
 
 def test_a_reconnect_resumes_the_session(pki: TestPki, server: ServerThread) -> None:
