@@ -173,9 +173,13 @@ class DeviceSession:
         self.last_timescale: Optional[Timescale] = None
         self._bad_before = 0
 
+    def serial_ns(self) -> int:
+        """A PING's (or PONG's) nominal serialisation on this link at this baud, in ns."""
+        return self.frame_bytes * self.link.byte_ns(self.baud)
+
     def line_minimums(self) -> tuple[int, int]:
         """(forward, back): the least time the link takes from T1 to T2 and from T3 to T4, in ns."""
-        serial = self.frame_bytes * self.link.byte_ns(self.baud)
+        serial = self.serial_ns()
         back = serial + self.link.fixed_rx_delay_ns(self.frame_bytes, self.baud)
         keep = max(0.0, 1.0 - self.baud_tolerance)
         return int(serial * keep), int(back * keep)
@@ -189,7 +193,7 @@ class DeviceSession:
     def _new_fit(self, tick_hz: int) -> FeasibleFit:
         return FeasibleFit(tick_hz, self.min_out_ns, self.min_back_ns, wander_ppb=self.wander_ppb,
                            horizon_ns=max(1, self.ping_interval_ns), anchor=self.link.anchor,
-                           anchor_out_ns=self.frame_bytes * self.link.byte_ns(self.baud))
+                           anchor_out_ns=self.serial_ns())
 
     # -- events from the port -------------------------------------------------------------------
     def opened(self) -> list[bytes]:

@@ -46,11 +46,15 @@ class LinkProfile:
     fifo_bytes: int = 0                # UART: RX FIFO depth
     rx_trigger_bytes: int = 0          # UART: RX interrupt at this fill level
     serialises: bool = True            # bytes take 10 bit times each at the baud rate
-    # Where the bridge's estimate sits in its feasible region (tsq.bridge.feasible): "out" on USB,
-    # where the PONG leaves in the frame after the PING's (one IN poll a frame), so its wait is the
-    # frame less the device's turnaround and the back leg never comes near its minimum; the PING's
-    # wait for its frame is uniform over the frame (the bridge dithers its pings) and comes close.
-    anchor: str = "centre"
+
+    @property
+    def anchor(self) -> str:
+        """Where the bridge's estimate sits in its feasible region (tsq.bridge.feasible): "out" on
+        USB, where the PONG leaves in the frame after the PING's (one IN poll a frame), so its wait
+        is the frame less the device's turnaround and the back leg never comes near its minimum;
+        the PING's wait for its frame is uniform over the frame (the bridge dithers its pings) and
+        comes close. "centre" elsewhere."""
+        return "out" if self.usb_frame_ns else "centre"
 
     def byte_ns(self, baud: int) -> int:
         """Time one byte takes on the wire (0 where there is no UART)."""
@@ -75,15 +79,15 @@ class LinkProfile:
 PROFILES: Dict[str, LinkProfile] = {p.name: p for p in (
     LinkProfile("pty", "pty", "pseudo-terminal (no line: tests and simulation)", serialises=False),
     LinkProfile("ftdi", "usb", "FTDI FT232R/FT2232 as shipped (latency timer 16 ms)",
-                usb_frame_ns=USB_FRAME_NS, anchor="out", latency_timer_ns=16_000_000, packet_bytes=62),
+                usb_frame_ns=USB_FRAME_NS, latency_timer_ns=16_000_000, packet_bytes=62),
     LinkProfile("ftdi-low", "usb", "FTDI with low latency set (latency timer 1 ms)",
-                usb_frame_ns=USB_FRAME_NS, anchor="out", latency_timer_ns=1_000_000, packet_bytes=62),
+                usb_frame_ns=USB_FRAME_NS, latency_timer_ns=1_000_000, packet_bytes=62),
     LinkProfile("ch340", "usb", "WCH CH340/CH341 (32-byte endpoint, chip receive timeout)",
-                usb_frame_ns=USB_FRAME_NS, anchor="out", packet_bytes=32, rx_timeout_bits=40),
+                usb_frame_ns=USB_FRAME_NS, packet_bytes=32, rx_timeout_bits=40),
     LinkProfile("cp210x", "usb", "Silicon Labs CP210x (64-byte endpoint, chip receive timeout)",
-                usb_frame_ns=USB_FRAME_NS, anchor="out", packet_bytes=64, rx_timeout_bits=40),
+                usb_frame_ns=USB_FRAME_NS, packet_bytes=64, rx_timeout_bits=40),
     LinkProfile("cdc-acm", "usb", "native-USB MCU (CDC-ACM, polled once per frame, no UART)",
-                usb_frame_ns=USB_FRAME_NS, anchor="out", packet_bytes=64, serialises=False),
+                usb_frame_ns=USB_FRAME_NS, packet_bytes=64, serialises=False),
     LinkProfile("pl011", "uart", "ARM PL011 (Raspberry Pi ttyAMA0): 16-byte FIFO, RX trigger 8, "
                 "receive timeout 32 bit periods", rx_timeout_bits=32, fifo_bytes=16, rx_trigger_bytes=8),
     LinkProfile("16550", "uart", "16550A-style UART (ttyS, Pi mini UART alike): 16-byte FIFO, "
