@@ -36,6 +36,7 @@ WritableBuffer = Union[bytearray, memoryview]
 
 CLOCK_REALTIME: int = time.CLOCK_REALTIME
 CLOCK_MONOTONIC_RAW: int = time.CLOCK_MONOTONIC_RAW
+CLOCK_MONOTONIC: int = time.CLOCK_MONOTONIC
 CLOCK_TAI: int = getattr(time, "CLOCK_TAI", 11)
 CLOCK_BOOTTIME: int = getattr(time, "CLOCK_BOOTTIME", 7)
 

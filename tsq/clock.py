@@ -22,6 +22,7 @@ from tsq._kerneltime import (
 )
 from tsq._pyclock import (
     CLOCK_BOOTTIME,
+    CLOCK_MONOTONIC,
     CLOCK_MONOTONIC_RAW,
     CLOCK_REALTIME,
     CLOCK_TAI,
@@ -90,6 +91,7 @@ globals().update({name: getattr(_backend, name) for name in _BACKEND_API})
 __all__ = [
     "BACKEND",
     "CLOCK_BOOTTIME",
+    "CLOCK_MONOTONIC",
     "CLOCK_MONOTONIC_RAW",
     "CLOCK_REALTIME",
     "CLOCK_TAI",

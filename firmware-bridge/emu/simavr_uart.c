@@ -13,11 +13,12 @@
  * is descheduled) simulated time falls behind; each debug line ends with simlag_ns=, how far behind
  * real time the simulation was when the line was written, simlag_min_ns= / simlag_max_ns= its range
  * since the previous line (the spread is the allowance the tests add: the bridge saw the MCU's
- * clock jitter by that much), host_rt_ns=, CLOCK_REALTIME as the firmware finished the line (taken here: no pipe or
- * reader latency), and sim_ns=, simulated time since the MCU's reset at that moment. The firmware
+ * clock jitter by that much), host_rt_ns= and host_mono_ns=, CLOCK_REALTIME and CLOCK_MONOTONIC as the firmware
+ * finished the line (taken here: no pipe or reader latency), and sim_ns=, simulated time since the MCU's reset at
+ * that moment. (The pacing follows CLOCK_MONOTONIC; a VM's CLOCK_REALTIME may be stepped against it.) The firmware
  * computed utc= at tick= and took a while formatting the line (64-bit decimals on an 8-bit core:
  * milliseconds); tick= at 250 kHz is sim_ns / 4000 (Timer1 started a few µs after reset), so the
- * tests place utc= at host_rt_ns - (sim_ns - 4000 * tick). */
+ * tests place utc= at host_mono_ns - (sim_ns - 4000 * tick) on the CLOCK_MONOTONIC timescale they serve. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdint.h>
@@ -64,9 +65,9 @@ static void console_write(struct avr_t *avr, avr_io_addr_t addr, uint8_t v, void
         g_line[g_line_len] = 0;
         struct timespec rt;
         clock_gettime(CLOCK_REALTIME, &rt);
-        printf("%s simlag_ns=%lld simlag_min_ns=%lld simlag_max_ns=%lld host_rt_ns=%lld sim_ns=%lld\n", g_line,
-               (long long)g_lag, (long long)g_lag_min, (long long)g_lag_max,
-               (long long)rt.tv_sec * 1000000000ll + rt.tv_nsec,
+        printf("%s simlag_ns=%lld simlag_min_ns=%lld simlag_max_ns=%lld host_rt_ns=%lld host_mono_ns=%lld "
+               "sim_ns=%lld\n", g_line, (long long)g_lag, (long long)g_lag_min, (long long)g_lag_max,
+               (long long)rt.tv_sec * 1000000000ll + rt.tv_nsec, (long long)mono_ns(),
                (long long)((avr->cycle - g_cycle_at_reset) * 1000000000ull / avr->frequency));
         fflush(stdout);
         g_lag_min = INT64_MAX;

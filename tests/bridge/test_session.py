@@ -254,3 +254,39 @@ def test_a_new_link_gives_new_line_minimums() -> None:
     uart = links.PROFILES["16550"]
     assert uart.fixed_rx_delay_ns(20, 9600) == uart.rx_timeout_ns(9600) == 4_166_666
     assert uart.rx_timeout_ns(0) == 0 and links.PROFILES["ftdi-low"].fixed_rx_delay_ns(20, 9600) == 0
+
+
+class _SteppedWallClock(FixedModel):
+    """A time source running `ppm` from raw: a wall clock a VM host steps, or chrony slewing hard."""
+
+    def __init__(self, ppm: float) -> None:
+        super().__init__()
+        self.ppm = ppm
+
+    def utc_ns(self, raw_ns: int) -> Optional[int]:
+        return raw_ns + self.offset_ns + round(raw_ns * self.ppm / 1e6)
+
+
+@pytest.mark.parametrize("ppm, sent", [(5000.0, False), (-1200.0, False), (600.0, True)])
+def test_a_timescale_the_device_would_refuse_for_its_rate_is_withheld(ppm: float, sent: bool) -> None:
+    # The device's ticks follow raw exactly (1 MHz); the time source runs `ppm` from raw. Beyond
+    # the ±1000 ppm a device accepts (PROTOCOL.md) the TIMESCALE would be refused: the session
+    # withholds it, calls the device unsynchronised and says by how much the source is off.
+    s = DeviceSession("pty", _SteppedWallClock(ppm))
+    s.opened()
+    s.received(_hello(), 0)
+    frames_out = []
+    for i in range(1, 9):
+        t1 = i * NS
+        _ping(s, t1, t1 // 1000 + 5, t1 // 1000 + 15, t1 + 20_000)
+        frames_out.append(s.make_timescale(t1 + 30_000))
+    assert s.fit is not None and s.fit.ready
+    now = 8 * NS + 30_000
+    st = s.status(now)
+    if sent:
+        assert frames_out[-1] is not None and s.withheld_ppm is None and st.source_ppm is None
+        assert st.state == "synchronised" and s.timescales_withheld == 0
+    else:
+        assert all(f is None for f in frames_out) and s.last_timescale is None
+        assert st.state == "unsynchronised" and s.timescales_withheld > 0
+        assert st.source_ppm is not None and abs(st.source_ppm - ppm) < 50, st.source_ppm

@@ -4,8 +4,15 @@
 ATmega328P image for simavr (with its harness). Each emulator's UART is a pseudo-terminal behind a
 symlink (`.path`, what the bridge opens, as it would /dev/ttyUSB0); each firmware prints a debug
 line once a second (PROTOCOL.md, "Debug line": its tick, state, its own UTC and bound, counters),
-which the emulator object reads from the emulator's stdout and stamps with CLOCK_REALTIME on
-arrival.
+which the emulator object reads from the emulator's stdout and stamps with CLOCK_REALTIME and
+CLOCK_MONOTONIC on arrival.
+
+The time the devices are given is CLOCK_MONOTONIC plus a whole number of seconds (SERVED_EPOCH_NS,
+near today), not CLOCK_REALTIME: both emulators keep CLOCK_MONOTONIC, and a VM's wall clock can be
+stepped against it (seen in CI: CLOCK_REALTIME gaining 5 ms a second on CLOCK_MONOTONIC for two
+minutes), which puts a realtime timescale 5000 ppm off the device's ticks -- beyond the ±1000 ppm a
+device accepts. In-process the bridge's model is SystemClockModel on CLOCK_MONOTONIC; through the
+command line, `tsq server --clock monotonic --clock-offset SERVED_EPOCH_S`.
 
 How emulated time relates to host time (why the UTC checks carry an allowance):
 - QEMU runs without -icount, so the guest's SysTick is computed from QEMU's virtual clock, which is
@@ -43,6 +50,8 @@ FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware-bridge"
 # lines seen (the constant is fixed by the earliest-arriving line: tens of µs to a ms on a loaded
 # machine); simavr, Timer1 starting a few µs after reset. simavr's lag spread comes on top.
 READ_ALLOWANCE_NS = 2_000_000
+SERVED_EPOCH_S = (time.time_ns() - time.monotonic_ns()) // 10**9
+SERVED_EPOCH_NS = SERVED_EPOCH_S * 10**9   # served time = CLOCK_MONOTONIC + this (see above)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
@@ -97,7 +106,8 @@ class DebugLine:
     rx_in_tx: int           # RX interrupts taken while the main loop was writing a frame
     rx_in_status: int       # ... while that frame was a STATUS
     simlag_ns: int          # simavr only: simulated time behind real time (0 for QEMU)
-    mono_ns: Optional[int] = None   # QEMU: CLOCK_MONOTONIC when the stamper read the line
+    mono_ns: Optional[int] = None   # CLOCK_MONOTONIC: QEMU, when the stamper read the line; simavr,
+                                    # when the harness printed it
     sim_ns: Optional[int] = None    # simavr: simulated time since reset as the line ended
     simlag_min_ns: int = 0          # simavr: the range of simlag since the previous line
     simlag_max_ns: int = 0
@@ -110,7 +120,7 @@ class DebugLine:
 _LINE = re.compile(r"TSQB tick=(\d+) state=(\d) utc=(-?\d+|-) bound=(\d+|-) ts_seq=(\d+) bad=(\d+) "
                    r"overruns=(\d+) rejected=(\d+) err=(-?\d+) rx_in_tx=(\d+) rx_in_status=(\d+)"
                    r"(?: simlag_ns=(-?\d+) simlag_min_ns=(-?\d+) simlag_max_ns=(-?\d+) host_rt_ns=(\d+) "
-                   r"sim_ns=(\d+))?")
+                   r"host_mono_ns=(\d+) sim_ns=(\d+))?")
 _STAMP = re.compile(r"^@(\d+) (\d+) ")
 # A process of its own that only stamps the emulator's stdout lines with CLOCK_REALTIME as they
 # arrive: one thread, no GIL shared with the test's threads (which can hold a reader back by the
@@ -130,12 +140,12 @@ def parse_line(text: str, host_ns: int) -> Optional[DebugLine]:
     g = m.groups()
     mono = None
     if g[14] is not None:
-        host_ns = int(g[14])
+        host_ns, mono = int(g[14]), int(g[15])
     elif stamp is not None:
         host_ns, mono = int(stamp.group(1)), int(stamp.group(2))
     num = [None if v is None or v == "-" else int(v) for v in g]
     return DebugLine(host_ns, num[0], num[1], num[2], num[3], num[4], num[5], num[6], num[7], num[8], num[9],
-                     num[10], num[11] or 0, mono, num[15], num[12] or 0, num[13] or 0)  # type: ignore[arg-type]
+                     num[10], num[11] or 0, mono, num[16], num[12] or 0, num[13] or 0)  # type: ignore[arg-type]
 
 
 class Emulator:
@@ -244,14 +254,14 @@ class Emulator:
             time.sleep(0.05)
         raise AssertionError(f"{self.name}: timed out waiting for {what}; last lines:\n{self.tail()}")
 
-    def emitted_rt(self, lines: List[DebugLine]) -> List[Optional[int]]:
-        """CLOCK_REALTIME at the instant each line's utc= was computed (its tick=); None for a line
-        the emulator cannot place (see QemuMicrobit)."""
+    def emitted_served(self, lines: List[DebugLine]) -> List[Optional[int]]:
+        """The served time (CLOCK_MONOTONIC + SERVED_EPOCH_NS) at the instant each line's utc= was
+        computed (its tick=); None for a line the emulator cannot place (see QemuMicrobit)."""
         raise NotImplementedError
 
     def check_within_bound(self, lines: List[DebugLine]) -> None:
-        """Each line: the device's own UTC minus CLOCK_REALTIME (the gateway's time with --source
-        system) at the instant the device computed it, inside the device's own bound plus
+        """Each line: the device's own UTC minus the served time (the gateway's) at the instant the
+        device computed it, inside the device's own bound plus
         READ_ALLOWANCE_NS plus how much the emulation's lag behind real time varied since it
         started (simavr; 0 for QEMU). Synchronised or in holdover (a bridge that found no ping it
         trusted for valid_ms, as happens when a loaded host delays an emulator, stops sending)."""
@@ -264,7 +274,7 @@ class Emulator:
         lo = min(min(x.simlag_min_ns, x.simlag_ns) for x in seen[start:])
         hi = max(max(x.simlag_max_ns, x.simlag_ns) for x in seen[start:])
         allowance = READ_ALLOWANCE_NS + (hi - lo)
-        placed = self.emitted_rt(lines)
+        placed = self.emitted_served(lines)
         assert sum(rt is not None for rt in placed) >= max(2, len(lines) // 2), (placed, self.tail())
         for x, rt in zip(lines, placed):
             if rt is None:
@@ -310,7 +320,7 @@ class QemuMicrobit(Emulator):
         os.symlink(pts, tmp)
         os.rename(tmp, self.path)
 
-    def emitted_rt(self, lines: List[DebugLine]) -> List[Optional[int]]:
+    def emitted_served(self, lines: List[DebugLine]) -> List[Optional[int]]:
         # Without -icount the guest's SysTick runs off QEMU's virtual clock, which is the host's
         # CLOCK_MONOTONIC plus a constant (changed only by a reset): tick / 16 MHz = mono - C.
         # Each line reached us at least as late as it was written, so C is the smallest
@@ -338,7 +348,7 @@ class QemuMicrobit(Emulator):
             judged = k == 0
             for x in run:
                 judged = judged or x.ts_seq != run[0].ts_seq
-                placed[id(x)] = round(x.tick * ns_per_tick + c + (x.host_ns - x.mono_ns)) if judged else None  # type: ignore[operator]
+                placed[id(x)] = round(x.tick * ns_per_tick + c) + SERVED_EPOCH_NS if judged else None
         return [placed.get(id(x)) for x in lines]
 
     def reset(self) -> None:
@@ -378,12 +388,13 @@ class SimAvr(Emulator):
             assert time.monotonic() < deadline, "simavr-uart did not link its pty"
             time.sleep(0.02)
 
-    def emitted_rt(self, lines: List[DebugLine]) -> List[Optional[int]]:
-        # The harness stamped the line's end (host_rt_ns) and knew simulated time then (sim_ns);
+    def emitted_served(self, lines: List[DebugLine]) -> List[Optional[int]]:
+        # The harness stamped the line's end (host_mono_ns) and knew simulated time then (sim_ns);
         # the firmware computed utc= at tick= (250 kHz: 4000 ns a tick of simulated time) and spent
         # the rest formatting the line.
         ns_per_tick = 1e9 / self.tick_hz
-        return [round(x.host_ns - ((x.sim_ns or 0) - x.tick * ns_per_tick)) for x in lines]
+        return [None if x.mono_ns is None else
+                round(x.mono_ns - ((x.sim_ns or 0) - x.tick * ns_per_tick)) + SERVED_EPOCH_NS for x in lines]
 
     def reset(self) -> None:
         assert self.proc is not None
@@ -392,6 +403,12 @@ class SimAvr(Emulator):
 
 EMULATORS = {"qemu-m0": QemuMicrobit, "simavr-328p": SimAvr}
 TOOLS = {"qemu-m0": ("qemu-system-arm", "arm-none-eabi-gcc"), "simavr-328p": ("avr-gcc", "simavr")}
+
+
+@pytest.fixture
+def served_epoch_s() -> int:
+    """What `tsq server --clock monotonic --clock-offset` adds to serve the tests' timescale."""
+    return SERVED_EPOCH_S
 
 
 @pytest.fixture(params=sorted(EMULATORS))
@@ -408,7 +425,8 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
 
 class BridgeThread:
     """The real bridge (tsq.bridge.service.Bridge, the code `python -m tsq.bridge PORT --source system
-    --assume-bound 1000 --single-ping` runs) on its own event loop in a thread, so a test can watch
+    --assume-bound 1000 --single-ping` runs, on CLOCK_MONOTONIC: see the module's docstring) on its
+    own event loop in a thread, so a test can watch
     the emulator's debug lines meanwhile. `call(fn)` runs fn on the bridge's loop and returns its result."""
 
     def __init__(self, path: str, ping_interval_s: float = 0.25) -> None:
@@ -425,7 +443,8 @@ class BridgeThread:
         # still queued, which under emulation (bursty RX, slow main loop) is most of the time.
         self.bridge = Bridge(BridgeConfig(ports=[path], ping_interval_s=ping_interval_s, warmup_ping=False,
                                           backoff_initial_s=0.05, backoff_max_s=0.3),
-                             SystemClockModel(assume_bound_ns=1000))
+                             SystemClockModel(assume_bound_ns=1000, clock_id=time.CLOCK_MONOTONIC,
+                                              add_ns=SERVED_EPOCH_NS))
         self.loop = asyncio.new_event_loop()
         self._task: Optional[asyncio.Task[None]] = None
         self._thread = threading.Thread(target=self._run, daemon=True)

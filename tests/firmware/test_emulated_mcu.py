@@ -7,6 +7,7 @@ and receive interrupts arriving while the main loop writes a frame.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -193,17 +194,25 @@ def test_rx_interrupts_while_the_main_loop_writes_status(emulator: Emulator) -> 
 
 
 @pytest.mark.parametrize("emulator", ["qemu-m0"], indirect=True)
-def test_cli_bridge_and_tsq_status(emulator: Emulator) -> None:
-    """The same through the command line a user runs: `python -m tsq.bridge PORT --source system
-    --assume-bound 1000 --single-ping --control SOCK`, read back with `tsq status --json`. On QEMU
-    only: its tick is the host's clock even when the host starves it of CPU, where simavr's stops
-    (the in-process tests above cover simavr)."""
-    from tsq.testing.daemon import subprocess_env
+def test_cli_server_engine_bridge_and_tsq_status(emulator: Emulator, served_epoch_s: int) -> None:
+    """The whole chain through the command lines a user runs: `tsq server` (serving CLOCK_MONOTONIC
+    near today: see conftest.py), `python -m tsq.bridge PORT --server ... --ca ... --single-ping
+    --control SOCK` (the engine in the bridge's process), read back with `tsq status --json`. On
+    QEMU only: its tick is the host's clock even when the host starves it of CPU, where simavr's
+    stops (the in-process tests above cover simavr)."""
+    from tsq.testing.certs import make_pki
+    from tsq.testing.daemon import ServerProcess, subprocess_env
 
-    with tempfile.TemporaryDirectory(prefix="tsq-cli-") as d:
+    with tempfile.TemporaryDirectory(prefix="tsq-cli-") as d, contextlib.ExitStack() as stack:
+        pki = make_pki(d)
+        # --user-stamps: each T2 is mapped onto CLOCK_MONOTONIC as it is read, not a kernel stamp
+        # some µs old across which a stepped wall clock may have moved.
+        server = stack.enter_context(ServerProcess(pki, clock_offset=float(served_epoch_s),
+                                                   extra=["--clock", "monotonic", "--user-stamps"]))
         ctl = os.path.join(d, "control.sock")
-        proc = subprocess.Popen([sys.executable, "-m", "tsq.bridge", emulator.path, "--source", "system",
-                                 "--assume-bound", "1000", "--control", ctl, "--ping-interval", "0.25",
+        proc = subprocess.Popen([sys.executable, "-m", "tsq.bridge", emulator.path,
+                                 "--server", server.address, "--ca", pki.ca_cert, "--control", ctl,
+                                 "--ping-interval", "0.25",
                                  "--single-ping"],  # why: BridgeThread in conftest.py
                                 env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)

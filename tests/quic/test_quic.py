@@ -423,6 +423,23 @@ def test_tai_clock_serves_utc(pki: TestPki) -> None:
         assert abs(run(go())) < 5_000_000
 
 
+@pytest.mark.parametrize("kernel_stamps", [True, False])
+def test_monotonic_clock_serves_clock_monotonic_plus_the_offset(pki: TestPki, kernel_stamps: bool) -> None:
+    # `--clock monotonic` (a stand-in for tests on a host whose wall clock is stepped): the served
+    # time is CLOCK_MONOTONIC + --clock-offset, kernel (realtime) stamps mapped onto it as well.
+    epoch_ns = (clock.realtime_ns() - clock.clock_ns(clock.CLOCK_MONOTONIC)) // 10**9 * 10**9
+    with ServerThread(config(pki, clock="monotonic", clock_offset_ns=epoch_ns,
+                             kernel_stamps=kernel_stamps)) as srv:
+        async def go() -> int:
+            c = client(pki, srv.port)
+            ex = await c.sample()
+            await c.close()
+            corr = clock.correlate(clock.CLOCK_MONOTONIC, clock.CLOCK_MONOTONIC_RAW)
+            return ex.offset_ns - (corr.ref_ns + epoch_ns - corr.sys_ns)  # served - raw, as measured
+
+        assert abs(run(go())) < 5_000_000
+
+
 def test_client_interoperates_with_a_tsq1_only_streams_only_server(pki: TestPki) -> None:
     """A stand-in for the implementation deployed in the wild: aioquic's asyncio server, ALPN
     `tsq/1` only, no DATAGRAM frames, responses with TLVs 1-3 and user-space stamps."""

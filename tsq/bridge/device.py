@@ -86,12 +86,18 @@ class Codec(Protocol):
     def encode_ping(self, seq: int) -> bytes: ...
     def encode_timescale(self, seq: int, ts: Timescale) -> bytes: ...
 
+    @property
+    def rate_tolerance_ppm(self) -> float: ...  # a device refuses a timescale's rate beyond this
+
 
 class FramesCodec:
     """The Codec onto `tsq.bridge.frames` (firmware-bridge/PROTOCOL.md, version 1)."""
 
     # A device that hears nothing for this long reports itself unsynchronised (PROTOCOL.md).
     valid_ms = 10_000
+    # A device refuses a TIMESCALE whose ns_per_tick is further than this from 1e9 / tick_hz
+    # (PROTOCOL.md, TSQB_RATE_TOL_PPM): no crystal is that far off.
+    rate_tolerance_ppm = 1000.0
 
     def new_decoder(self) -> frames.StreamDecoder:
         return frames.StreamDecoder()
@@ -169,6 +175,10 @@ class DeviceSession:
         self.pings_sent = 0
         self.pongs = 0
         self.timescales_sent = 0
+        # The time source ran this far (ppm) from the device's ticks when the last timescale was
+        # due: beyond the device's tolerance it would be refused, so it is withheld (None: sent).
+        self.withheld_ppm: Optional[float] = None
+        self.timescales_withheld = 0
         self.last: Optional[Accepted] = None
         self.last_timescale: Optional[Timescale] = None
         self._bad_before = 0
@@ -330,10 +340,24 @@ class DeviceSession:
         synced = self.model.state(now_raw) == "synchronised"
         return Timescale(t0, utc0, ns_per_tick, bound, self.model.leap(), synced)
 
+    def source_ppm(self, ts: Timescale) -> float:
+        """How far `ts` runs from the device's nominal tick rate, in ppm."""
+        assert self.hello is not None
+        return (ts.ns_per_tick * self.hello.tick_hz / NS_PER_S - 1.0) * 1e6
+
     def make_timescale(self, now_raw: int) -> Optional[bytes]:
+        """The TIMESCALE frame to send now; None while there is none, or while the time source
+        runs further from the device's ticks than the device accepts (a wall clock being stepped
+        or slewed hard under `--source system`): sending it would only be refused."""
         ts = self.timescale(now_raw)
         if ts is None:
             return None
+        ppm = self.source_ppm(ts)
+        if abs(ppm) > self.codec.rate_tolerance_ppm:
+            self.withheld_ppm = ppm
+            self.timescales_withheld += 1
+            return None
+        self.withheld_ppm = None
         self.last_timescale = ts
         self.timescales_sent += 1
         return self._next_frame(self.codec.encode_timescale, ts)
@@ -358,7 +382,7 @@ class DeviceSession:
             return "silent"
         if self.fit is None or not self.fit.ready:
             return "tracking"
-        if self.last_timescale is None:
+        if self.last_timescale is None or self.withheld_ppm is not None:
             return "unsynchronised"
         return self.model.state(now_raw)
 
@@ -378,6 +402,7 @@ class DeviceSession:
             fit_width_ns=None if fit is None else fit.width_ns,
             fit_empty_resets=None if fit is None else fit.empty_resets,
             fit_rejected=None if fit is None else fit.rejected + fit.conflicts,
+            source_ppm=None if self.withheld_ppm is None else round(self.withheld_ppm, 1),
         )
 
 

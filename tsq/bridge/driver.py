@@ -71,6 +71,7 @@ class DeviceDriver:
         self._bad_seen = 0
         self._bad_logged = 0
         self._silent = False
+        self._withheld = False
         self._implausible_before = 0
 
     def _on_open(self) -> None:
@@ -125,6 +126,19 @@ class DeviceDriver:
                 self._drop_logged, self._drop_logged_at, self._bad_logged = why, now, bad
             self._bad_seen = bad
 
+    def _log_withheld(self) -> None:
+        ppm = self.session.withheld_ppm
+        if (ppm is not None) != self._withheld:
+            self._withheld = ppm is not None
+            if ppm is not None:
+                log.warning("%s: timescales withheld: the time source runs %+.0f ppm from the "
+                            "device's clock, beyond the ±%.0f ppm a device accepts (a wall clock "
+                            "being stepped or slewed hard?)", self.link.path, ppm,
+                            self.session.codec.rate_tolerance_ppm)
+            else:
+                log.info("%s: time source back within the device's rate tolerance: timescales "
+                         "sent again", self.link.path)
+
     def _check_silence(self) -> None:
         silent = self.session.state(raw_ns()) == "silent"
         if silent != self._silent:
@@ -141,6 +155,7 @@ class DeviceDriver:
         if frame is not None:
             self._outbox.append(frame)
             self._wake.set()
+        self._log_withheld()
         if self.log is not None and self.session.hello is not None:
             ts = self.session.last_timescale if frame is not None else None
             row: DeviceRow = {

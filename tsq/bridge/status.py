@@ -43,6 +43,8 @@ class DeviceStatus:
     fit_empty_resets: Optional[int] = None
     fit_rejected: Optional[int] = None  # pings refused or held back as conflicts
     implausible_frames: int = 0         # frames with nonsense fields, dropped and counted
+    source_ppm: Optional[float] = None  # set while timescales are withheld: the time source runs this
+                                        # far from the device's ticks, beyond what the device accepts
     low_latency: Optional[str] = None
     port_error: Optional[str] = None
     port_hint: Optional[str] = None

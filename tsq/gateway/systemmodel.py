@@ -5,7 +5,9 @@ is read through a fresh (realtime, raw) correlation plus the realtime-vs-raw rat
 last few seconds; the error bound is the kernel's `maxerror` from a read-only `adjtimex` query
 (modes = 0: this module never changes the clock). When the kernel says the clock is unsynchronised
 the model is "unsynchronised" and answers None, unless the operator vouches for the clock with
-`assume_bound_ns` (useful on a test machine whose clock IS the reference).
+`assume_bound_ns` (useful on a test machine whose clock IS the reference). `clock_id`/`add_ns`
+serve another clock plus a constant instead (tests: CLOCK_MONOTONIC, steady where a VM's wall clock
+is stepped; the same stand-in as `tsq server --clock monotonic`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ __all__ = ["KernelClockStatus", "SystemClockModel", "read_kernel_status"]
 
 
 class SystemClockModel:
-    """TimeModel: UTC from CLOCK_REALTIME, bound from the kernel's maxerror (read-only)."""
+    """TimeModel: UTC from CLOCK_REALTIME (or `clock_id` + `add_ns`), bound from the kernel's
+    maxerror (read-only)."""
 
     def __init__(
         self,
@@ -28,8 +31,12 @@ class SystemClockModel:
         refresh_ns: int = 100_000_000,
         rate_span_ns: int = 4_000_000_000,
         status_refresh_ns: int = 1_000_000_000,
+        clock_id: int = clock.CLOCK_REALTIME,
+        add_ns: int = 0,
     ) -> None:
         self.assume_bound_ns = assume_bound_ns
+        self.clock_id = clock_id
+        self.add_ns = add_ns
         self.refresh_ns = refresh_ns
         self.rate_span_ns = rate_span_ns
         self.status_refresh_ns = status_refresh_ns
@@ -42,14 +49,15 @@ class SystemClockModel:
     def _refresh(self, force: bool = False) -> Correlation:
         now = clock.raw_ns()
         if force or not self._history or now - self._history[-1].ref_ns > self.refresh_ns:
-            self._history.append(clock.raw_realtime())
+            self._history.append(clock.raw_realtime() if self.clock_id == clock.CLOCK_REALTIME
+                                 else clock.correlate(clock.CLOCK_MONOTONIC_RAW, self.clock_id, tries=3))
         if force or now - self._status_raw > self.status_refresh_ns:
             self._status = read_kernel_status()
             self._status_raw = now
         return self._history[-1]
 
     def rate(self) -> float:
-        """d(realtime)/d(raw) measured over the correlation history (1.0 until it spans 1 s)."""
+        """d(clock)/d(raw) measured over the correlation history (1.0 until it spans 1 s)."""
         last = self._history[-1]
         for c in self._history:
             span = last.ref_ns - c.ref_ns
@@ -72,7 +80,7 @@ class SystemClockModel:
         corr = self._refresh()
         if not self._trusted():
             return None
-        return raw_ns + _offset(corr) + round((raw_ns - corr.ref_ns) * (self.rate() - 1.0))
+        return raw_ns + _offset(corr) + self.add_ns + round((raw_ns - corr.ref_ns) * (self.rate() - 1.0))
 
     def error_bound_ns(self, raw_ns: int) -> Optional[int]:
         corr = self._refresh()
@@ -95,5 +103,5 @@ class SystemClockModel:
 
 
 def _offset(corr: Correlation) -> int:
-    """realtime - raw at the correlation's instant."""
+    """clock - raw at the correlation's instant."""
     return corr.sys_ns - corr.ref_ns

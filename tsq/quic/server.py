@@ -88,9 +88,12 @@ class ServedClock:
     """The server's time source: served unix ns = clock(clock_id) + add_ns.
 
     `realtime`: CLOCK_REALTIME. `tai`: CLOCK_TAI minus the kernel's TAI-UTC offset (whole seconds).
-    `phc:/dev/ptpN`: a PTP hardware clock read directly. `offset_ns` is the calibration added to all
-    served time (like chrony's `offset`). Kernel packet stamps (realtime) are mapped onto it with
-    `from_realtime`.
+    `phc:/dev/ptpN`: a PTP hardware clock read directly. `monotonic`: CLOCK_MONOTONIC, which is not
+    UTC (add it with `offset_ns`): a steady stand-in for tests on a machine whose wall clock is
+    stepped, as a VM's is while its host corrects it (emulators' clocks follow CLOCK_MONOTONIC, and
+    a device refuses a timescale that runs 0.5 % from its ticks). `offset_ns` is the calibration
+    added to all served time (like chrony's `offset`). Kernel packet stamps (realtime) are mapped
+    onto it with `from_realtime`.
     """
 
     def __init__(self, spec: str = "realtime", offset_ns: int = 0) -> None:
@@ -110,8 +113,11 @@ class ServedClock:
             self._phc = clock.PhcClock(spec[4:])
             self.clock_id = self._phc.clock_id
             self._base = 0
+        elif spec == "monotonic":
+            self.clock_id = clock.CLOCK_MONOTONIC
+            self._base = 0
         else:
-            raise ValueError(f"unknown clock {spec!r}: use realtime, tai or phc:/dev/ptpN")
+            raise ValueError(f"unknown clock {spec!r}: use realtime, tai, phc:/dev/ptpN or monotonic")
         self.add_ns = self._base + offset_ns
         self._refresh()
 
@@ -122,7 +128,7 @@ class ServedClock:
             corr = self._phc.sys_offset()
             self._rt_to_served = corr.ref_ns - corr.sys_ns
         else:
-            corr = clock.correlate(clock.CLOCK_TAI, clock.CLOCK_REALTIME)
+            corr = clock.correlate(self.clock_id, clock.CLOCK_REALTIME)
             self._rt_to_served = corr.ref_ns - corr.sys_ns + self._base
         self._refreshed = clock.raw_ns()
 
@@ -131,7 +137,10 @@ class ServedClock:
 
     def from_realtime(self, realtime_ns: int) -> int:
         """A kernel (realtime) stamp on the served timescale."""
-        if self.spec != "realtime" and clock.raw_ns() - self._refreshed > 1_000_000_000:
+        # A stepped wall clock (the reason to serve `monotonic`) moves realtime against it at any
+        # moment: map each stamp with a fresh correlation.
+        if self.spec == "monotonic" or (self.spec != "realtime"
+                                        and clock.raw_ns() - self._refreshed > 1_000_000_000):
             self._refresh()
         return realtime_ns + self._rt_to_served + self.offset_ns
 

@@ -40,7 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                         "~/.local/state/tsq)")
     p.add_argument("--ephemeral", action="store_true",
                    help="a throw-away self-signed certificate instead (its pin changes at every start)")
-    p.add_argument("--clock", default="realtime", help="time source: realtime, tai or phc:/dev/ptpN")
+    p.add_argument("--clock", default="realtime",
+                   help="time source: realtime, tai, phc:/dev/ptpN, or monotonic (not UTC: a steady "
+                        "stand-in for tests on a host whose wall clock is stepped; add --clock-offset)")
     p.add_argument("--clock-offset", type=float, default=0.0, metavar="SECONDS",
                    help="calibration added to all served time (like chrony's offset)")
     p.add_argument("--sign-key", metavar="FILE",
