@@ -203,7 +203,7 @@ class DeviceSession:
     def _new_fit(self, tick_hz: int) -> FeasibleFit:
         return FeasibleFit(tick_hz, self.min_out_ns, self.min_back_ns, wander_ppb=self.wander_ppb,
                            horizon_ns=max(1, self.ping_interval_ns), anchor=self.link.anchor,
-                           anchor_out_ns=self.serial_ns())
+                           anchor_out_ns=self.serial_ns(), usb_frame_ns=self.link.usb_frame_ns)
 
     # -- events from the port -------------------------------------------------------------------
     def opened(self) -> list[bytes]:

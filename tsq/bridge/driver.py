@@ -184,7 +184,10 @@ class DeviceDriver:
                     warm = self.session.make_ping(raw_ns(), warmup=True)
                     if warm is not None:
                         await self.link.send(warm[1])
-                        await asyncio.sleep(self.warmup_gap_s)
+                        # send() returns once the warm-up PING is out (tcdrain), which on a USB
+                        # adapter is tied to the frame that carried it: without its own dither the
+                        # measured PING would meet its frame at the same phase every time.
+                        await asyncio.sleep(self.warmup_gap_s + self._dither_s())
                 ping = self.session.make_ping(raw_ns())
                 if ping is not None:
                     seq, frame = ping
@@ -200,9 +203,10 @@ class DeviceDriver:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _dither_s(self) -> float:
-        """A random part of a USB frame added to each ping interval: a PING must meet its frame at
-        every phase for some PINGs to wait almost nothing for it (the edge the fit anchors to on USB,
-        tsq.bridge.links); at a steady interval the phase would stay where it started."""
+        """A random part of a USB frame added to each ping interval and to the warm-up gap: a PING
+        must meet its frame at every phase for some PINGs to wait almost nothing for it (the edge the
+        fit anchors to on USB, tsq.bridge.links); at a steady interval the phase would stay where it
+        started."""
         frame_ns = self.session.link.usb_frame_ns
         return random.random() * frame_ns / NS_PER_S if frame_ns else 0.0
 

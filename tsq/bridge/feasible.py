@@ -49,6 +49,7 @@ Nothing here reads a clock.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 from typing import Deque, List, Optional, Sequence, Tuple
@@ -59,6 +60,8 @@ _LIMIT = 2**256        # stamps and queries beyond this are nonsense (and would 
 
 _Vertex = Tuple[float, float]    # (r: ns per nominal second off nominal, c: ns)
 ANCHORS = ("centre", "out")      # where in the region the estimate sits (see the module doc)
+GRID_PINGS = 64                  # the newest T4s the USB frame grid's phase is read from
+GRID_MIN_PINGS = 8
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class FeasibleFit:
         conflicts_to_restart: int = 2,
         anchor: str = "centre",
         anchor_out_ns: Optional[int] = None,
+        usb_frame_ns: int = 0,
     ) -> None:
         if anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}")
@@ -137,6 +141,7 @@ class FeasibleFit:
         self.max_rtt_ns = max_rtt_ns
         self.conflicts_to_restart = conflicts_to_restart
         self.anchor = anchor
+        self.usb_frame_ns = usb_frame_ns   # >0 with anchor "out": read the estimate off the frame grid
         # The PING leg's nominal minimum, where `min_out_ns` was shortened to stay a true minimum
         # (a UART up to a few % fast): the bound needs the shortest, the estimate the likeliest.
         self.anchor_out_ns = min_out_ns if anchor_out_ns is None else max(min_out_ns, anchor_out_ns)
@@ -267,7 +272,60 @@ class FeasibleFit:
             # one (where they cross at that rate, the rate is off: the nearest line the PONGs allow).
             c_out = max(lo - r_est * a for a, lo in lows) + (self.anchor_out_ns - self.min_out_ns)
             c_est = min(c_out, min(hi - r_est * b for b, hi in highs))
+            grid = self._on_frame_grid(pts, x0, y0, (s_new, lo0, hi0))
+            if grid is not None:
+                r_est, c_est = grid
         return _Region(x0, y0, tuple(poly), s_new, r_est, c_est, hi0 - lo0)
+
+    def _on_frame_grid(self, pts: Sequence[PingSample], x0: int, y0: int,
+                       extent: Tuple[float, float, float]) -> Optional[Tuple[float, float]]:
+        """The estimate (r, c) from the USB frame grid, or None where the grid is not seen.
+
+        On USB every IN transfer completes at a frame boundary, so the T4s (less the host's read
+        latency, alike for all) fall on one phase of the 1 ms grid; the OUT transfer carrying a
+        PING goes in the first frame after T1. With the grid's phase read off the T4s, each ping
+        places its PING's arrival (that frame plus the nominal serialisation) instead of only
+        bounding it, and a straight line through the placements gives the rate and the offset:
+        the estimate no longer waits for a ping that met its frame at the very edge. PINGs written
+        within an eighth of a frame of a boundary are left out (the host's write path, or the read
+        latency in the phase, could put them in the frame either side); placements that do not
+        line up (a host whose timing hides the grid) give None. Only the estimate uses this, kept
+        inside the region at the newest ping (`extent`: s_new, low, high); the bound is the
+        region's, whatever the grid says."""
+        f = self.usb_frame_ns
+        if not f or len(pts) < GRID_MIN_PINGS:
+            return None
+        hz = self.tick_hz
+        res = [p.t4_raw % f for p in pts[-GRID_PINGS:]]
+        ang = [2 * math.pi * x / f for x in res]
+        mean = math.atan2(sum(math.sin(t) for t in ang), sum(math.cos(t) for t in ang)) * f / (2 * math.pi)
+        rot = sorted((x - mean + f / 2) % f for x in res)
+        if rot[len(rot) // 2] - rot[0] > f / 8:
+            return None   # the T4s are not frame-aligned: no grid to read
+        phase = (rot[0] + mean - f / 2) % f
+        a_list: List[float] = []
+        v_list: List[float] = []
+        for p in pts:
+            first = phase + math.ceil((p.t1_raw - phase) / f) * f   # the first boundary at or after T1
+            if not f / 8 <= first - p.t1_raw <= f - f / 8:
+                continue
+            a_ticks = p.t2_ticks + 0.5 - y0
+            a_list.append(a_ticks / hz)
+            v_list.append(((first + self.anchor_out_ns - x0) * hz - a_ticks * NS_PER_S) / hz)
+        n = len(a_list)
+        if n < GRID_MIN_PINGS:
+            return None
+        am, vm = sum(a_list) / n, sum(v_list) / n
+        saa = sum((a - am) ** 2 for a in a_list)
+        if saa <= 0:
+            return None
+        r = sum((a - am) * (v - vm) for a, v in zip(a_list, v_list)) / saa
+        c = statistics.median(v - r * a for a, v in zip(a_list, v_list))
+        if statistics.median(abs(v - (c + r * a)) for a, v in zip(a_list, v_list)) > f / 16:
+            return None   # placements in different frames: the grid is not what it seemed
+        s_new, lo, hi = extent
+        at_new = min(max(c + r * s_new, lo), hi)
+        return r, at_new - r * s_new
 
     def _s_at_raw(self, reg: _Region, raw_ns: int) -> Optional[float]:
         if abs(raw_ns - reg.x0) > _LIMIT:

@@ -222,6 +222,11 @@ class LinkModel:
                 self._down.append((t, bytes((b,))))
             self._out_free = t
 
+    def drained_at(self, now: int) -> int:
+        """When everything written towards the device by `now` will have reached it (what a
+        writer's tcdrain waits for, at the latest)."""
+        return max([now] + [due for due, _ in self._down])
+
     def due_to_device(self, now: int) -> List[Tuple[int, bytes]]:
         out = []
         while self._down and self._down[0][0] <= now:
