@@ -86,14 +86,17 @@ def ls_error_ns(samples: List[PingSample], dev: Device, raw: int) -> float:
     gaps=st.lists(st.integers(1_000_000, 20 * NS), min_size=1, max_size=40),
     seed=st.integers(0, 2**32),
     anchor=st.sampled_from(ANCHORS),
+    grid=st.sampled_from([0, MS]),
 )
 def test_the_bound_always_covers_the_true_offset(
     tick_hz: int, ppm_micro: int, raw0: int, tick0: int, min_out: int, min_back: int,
-    quantum: int, jitter: int, gaps: List[int], seed: int, anchor: str,
+    quantum: int, jitter: int, gaps: List[int], seed: int, anchor: str, grid: int,
 ) -> None:
+    # `grid`: the estimate read off a USB frame grid (anchor "out"), whether the delays show one
+    # or not: it moves the estimate, and the bound, measured from it, still covers the truth.
     rng = random.Random(seed)
     dev = Device(tick_hz, ppm_micro, tick0, raw0)
-    fit = FeasibleFit(tick_hz, min_out, min_back, min_points=2, anchor=anchor)
+    fit = FeasibleFit(tick_hz, min_out, min_back, min_points=2, anchor=anchor, usb_frame_ns=grid)
     t1 = raw0 + rng.randrange(NS)
     d = usb_delay(quantum, jitter)
     for gap in gaps:
@@ -113,16 +116,17 @@ def test_the_bound_always_covers_the_true_offset(
                           st.integers(-2**40, 2**40), st.integers(-2**40, 2**40)), max_size=30),
        st.integers(-2**300, 2**300), st.integers(1, 2**70))
 def test_total_on_any_integers(rows: List[Tuple[int, int, int, int]], query: int, tick_hz: int) -> None:
-    fit = FeasibleFit(tick_hz, min_points=1)
-    for t1, t2, turn, rtt in rows:
-        r = fit.add(PingSample(t1, t2, t2 + turn, t1 + rtt))
-        assert isinstance(r.residual_ns, int)
-        for q in (t1, query):
-            fit.ticks_at(q)
-            fit.bound_ns(q)
-        fit.raw_at(t2)
-        fit.raw_at(query)
-        _ = fit.freq_ppm, fit.width_ns, fit.ticks_per_raw_ns, fit.min_delay_ns
+    for fit in (FeasibleFit(tick_hz, min_points=1),
+                FeasibleFit(tick_hz, min_points=1, anchor="out", usb_frame_ns=MS)):
+        for t1, t2, turn, rtt in rows:
+            r = fit.add(PingSample(t1, t2, t2 + turn, t1 + rtt))
+            assert isinstance(r.residual_ns, int)
+            for q in (t1, query):
+                fit.ticks_at(q)
+                fit.bound_ns(q)
+            fit.raw_at(t2)
+            fit.raw_at(query)
+            _ = fit.freq_ppm, fit.width_ns, fit.ticks_per_raw_ns, fit.min_delay_ns
 
 
 @pytest.mark.parametrize("kwargs", [

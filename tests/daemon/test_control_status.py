@@ -162,6 +162,13 @@ def test_render_tracking_sources_devices() -> None:
     assert summary_line(TYPED.tracking).endswith("sources [*x]")
 
 
+def test_render_says_why_timescales_are_withheld() -> None:
+    dev = {"device": "0x00c0ffee", "port": "/dev/ttyUSB0", "state": "unsynchronised", "source_ppm": 5012.3}
+    text = render({"devices": [dev]})
+    assert "timescales withheld" in text and "+5012 ppm" in text
+    assert "withheld" not in render({"devices": [{**dev, "source_ppm": None}]})
+
+
 def test_render_tolerates_nulls_and_junk() -> None:
     nulls = {k: None for k in STATUS}
     nulls["sources"] = [{"name": None}, "junk"]

@@ -187,6 +187,12 @@ class DeviceSession:
         """A PING's (or PONG's) nominal serialisation on this link at this baud, in ns."""
         return self.frame_bytes * self.link.byte_ns(self.baud)
 
+    def busy_after_write_ns(self) -> int:
+        """How long after T1 a frame may still be on its way to the device at most: its USB frame
+        and its serialisation (tcdrain does not wait for that on every port: a pty's returns at
+        once). A frame written after this never waits behind the one before."""
+        return self.serial_ns() + self.link.usb_frame_ns
+
     def line_minimums(self) -> tuple[int, int]:
         """(forward, back): the least time the link takes from T1 to T2 and from T3 to T4, in ns."""
         serial = self.serial_ns()

@@ -183,11 +183,14 @@ class DeviceDriver:
                 if self.warmup_gap_s is not None and self.session.hello is not None:
                     warm = self.session.make_ping(raw_ns(), warmup=True)
                     if warm is not None:
-                        await self.link.send(warm[1])
-                        # send() returns once the warm-up PING is out (tcdrain), which on a USB
-                        # adapter is tied to the frame that carried it: without its own dither the
-                        # measured PING would meet its frame at the same phase every time.
-                        await asyncio.sleep(self.warmup_gap_s + self._dither_s())
+                        t1w = await self.link.send(warm[1])
+                        # The measured PING must not queue behind the warm-up's bytes: a pty's
+                        # tcdrain returns at once, while the line may still be serialising them
+                        # (up to a USB frame later). And it gets its own dither: on an adapter
+                        # tcdrain is tied to the frame that carried the warm-up, so the measured
+                        # PING would otherwise meet its frame at the same phase every time.
+                        busy = 0 if t1w is None else t1w + self.session.busy_after_write_ns() - raw_ns()
+                        await asyncio.sleep(max(0, busy) / NS_PER_S + self.warmup_gap_s + self._dither_s())
                 ping = self.session.make_ping(raw_ns())
                 if ping is not None:
                     seq, frame = ping

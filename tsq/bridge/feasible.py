@@ -302,11 +302,11 @@ class FeasibleFit:
         rot = sorted((x - mean + f / 2) % f for x in res)
         if rot[len(rot) // 2] - rot[0] > f / 8:
             return None   # the T4s are not frame-aligned: no grid to read
-        phase = (rot[0] + mean - f / 2) % f
+        phase = round(rot[0] + mean - f / 2) % f
         a_list: List[float] = []
         v_list: List[float] = []
         for p in pts:
-            first = phase + math.ceil((p.t1_raw - phase) / f) * f   # the first boundary at or after T1
+            first = phase - ((phase - p.t1_raw) // f) * f   # the first boundary at or after T1 (ints)
             if not f / 8 <= first - p.t1_raw <= f - f / 8:
                 continue
             a_ticks = p.t2_ticks + 0.5 - y0

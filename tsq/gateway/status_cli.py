@@ -160,6 +160,10 @@ def render_devices(devices: Sequence[Mapping[str, Any]]) -> List[str]:
             detail.append(f"{implausible} frame(s) with nonsense fields dropped")
         if detail:
             lines.append(f"  {', '.join(detail)}")
+        ppm = d.get("source_ppm")
+        if isinstance(ppm, (int, float)) and not isinstance(ppm, bool):
+            lines.append(f"  ! timescales withheld: the time source runs {ppm:+.0f} ppm from the device's "
+                         "clock (a device accepts ±1000 ppm): is the system clock being stepped or slewed?")
     return lines
 
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from tsq.bridge import frames
 from tsq.bridge.device import WARMUP_GAP_S, DeviceSession
 from tsq.bridge.links import PROFILES
+from tsq.bridge.port import QUIET_AFTER_WRITE_NS
 from tsq.testing.seriallink import LinkModel
 from tsq.testing.timemodels import FixedModel
 
@@ -152,9 +153,11 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
             warm = session.make_ping(t, warmup=True)
             if warm is not None:
                 host_write(t, warm[1])
-            # PortLink.send returns after tcdrain: the gap (and its own dither) runs from when the
-            # warm-up PING is out.
-            at(model.drained_at(t) + round(WARMUP_GAP_S * NS) + dither(), "measured")
+            # DeviceDriver.run: PortLink.send returns after tcdrain and the port's quiet time; the
+            # driver then waits until the warm-up PING has surely left the line (a frame and its
+            # serialisation: a pty's tcdrain does not wait for that), then the gap and its dither.
+            out = max(model.drained_at(t), t + QUIET_AFTER_WRITE_NS, t + session.busy_after_write_ns())
+            at(out + round(WARMUP_GAP_S * NS) + dither(), "measured")
         elif kind == "measured":
             p = session.make_ping(t)
             if p is not None:
