@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,9 @@ def run_link(link: str, args: argparse.Namespace, binary: object, pass_link: boo
             bridge.terminate()
             bridge.wait(10)
             line_stats = line.stop() if line is not None else {}
+        if args.keep:   # the bridge's logs and the device's truth log, for a look afterwards
+            shutil.copytree(d, os.path.join(args.keep, link), dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.sock", "tty*"))
         pings = [r for r in read_rows([os.path.join(d, "log")], "devices")
                  if r["residual_ns"] and r["line_delay_ns"]][-int(args.duration / args.ping_interval):]
     rows = [(e, b) for rt, e, b, s in truth if rt >= start_ns and s == 1 and e is not None and b is not None]
@@ -156,6 +160,7 @@ def main() -> int:
     ap.add_argument("--ping-interval", type=float, default=1.0)
     ap.add_argument("--drift-ppm", type=float, default=50.0)
     ap.add_argument("--seed", type=int, default=1, help="the line model's frame and timer phases")
+    ap.add_argument("--keep", metavar="DIR", help="copy each link's logs (bridge, truth) to DIR/LINK")
     ap.add_argument("--device-rx-spin-ms", type=float, default=2000.0,
                     help="the simulated device polls its tty without sleeping for this long after each "
                          "read (default 2000, longer than a ping interval: always awake, as an MCU's RX "

@@ -22,11 +22,13 @@ def test_on_usb_the_estimate_is_read_off_the_frame_grid(link: str) -> None:
 @pytest.mark.parametrize("link", ["ftdi-low", "cdc-acm", "pl011", "pty"])
 def test_the_bound_holds_with_host_and_device_latencies(link: str) -> None:
     # What the four timestamps cannot see is a bias: on USB the host's read path (the grid's phase
-    # is read off T4s that came that much after their frame), 25 µs in the `pi` preset.
+    # is read off T4s that came that much after their frame), 25 µs in the `pi` preset, whose USB
+    # frame clock also runs 50 ppm off the host's (the grid's drift is tracked: untracked, the
+    # placements smear and the estimate falls back to the region's edge, ~100 µs p99).
     for seed in (1, 2):
         r = simulate(link, PLATFORMS["pi"], seconds=60, warmup=40, seed=seed)
         assert r["rows"] == 60 and r["inside"] == 1.0, r
-        assert r["p99"] < 60_000, r
+        assert r["p99"] < 40_000, r
 
 
 def test_without_a_visible_frame_grid_the_estimate_falls_back_to_the_region_edge() -> None:

@@ -62,6 +62,7 @@ _Vertex = Tuple[float, float]    # (r: ns per nominal second off nominal, c: ns)
 ANCHORS = ("centre", "out")      # where in the region the estimate sits (see the module doc)
 GRID_PINGS = 64                  # the newest T4s the USB frame grid's phase is read from
 GRID_MIN_PINGS = 8
+GRID_EDGE_QUANTILE = 0.9
 
 
 @dataclass(frozen=True)
@@ -296,33 +297,37 @@ class FeasibleFit:
         if not f or len(pts) < GRID_MIN_PINGS:
             return None
         hz = self.tick_hz
-        res = [p.t4_raw % f for p in pts[-GRID_PINGS:]]
-        ang = [2 * math.pi * x / f for x in res]
-        mean = math.atan2(sum(math.sin(t) for t in ang), sum(math.cos(t) for t in ang)) * f / (2 * math.pi)
-        rot = sorted((x - mean + f / 2) % f for x in res)
-        if rot[len(rot) // 2] - rot[0] > f / 8:
+        grid = _grid_phase(pts, f)
+        if grid is None:
             return None   # the T4s are not frame-aligned: no grid to read
-        phase = round(rot[0] + mean - f / 2) % f
+        t_ref, phase_ref, drift = grid
         a_list: List[float] = []
         v_list: List[float] = []
         for p in pts:
+            phase = round(phase_ref + drift * (p.t1_raw - t_ref) / NS_PER_S) % f
             first = phase - ((phase - p.t1_raw) // f) * f   # the first boundary at or after T1 (ints)
             if not f / 8 <= first - p.t1_raw <= f - f / 8:
                 continue
             a_ticks = p.t2_ticks + 0.5 - y0
             a_list.append(a_ticks / hz)
             v_list.append(((first + self.anchor_out_ns - x0) * hz - a_ticks * NS_PER_S) / hz)
-        n = len(a_list)
-        if n < GRID_MIN_PINGS:
+        r = _line_slope(a_list, v_list)
+        if r is None:
             return None
-        am, vm = sum(a_list) / n, sum(v_list) / n
-        saa = sum((a - am) ** 2 for a in a_list)
-        if saa <= 0:
+        # Again without the placements far off that line (a PING a slow write put in the next
+        # frame is 1 ms off, and a least-squares slope follows it).
+        mid = statistics.median(v - r * a for a, v in zip(a_list, v_list))
+        keep = [(a, v) for a, v in zip(a_list, v_list) if abs(v - r * a - mid) < f / 10]
+        r = _line_slope([a for a, _ in keep], [v for _, v in keep])
+        if r is None:
             return None
-        r = sum((a - am) * (v - vm) for a, v in zip(a_list, v_list)) / saa
-        c = statistics.median(v - r * a for a, v in zip(a_list, v_list))
-        if statistics.median(abs(v - (c + r * a)) for a, v in zip(a_list, v_list)) > f / 16:
+        resid = sorted(v - r * a for a, v in keep)
+        if statistics.median(abs(x - resid[len(resid) // 2]) for x in resid) > f / 16:
             return None   # placements in different frames: the grid is not what it seemed
+        # A PING reaches the device its latency after its frame, never before: the offset is the
+        # edge of the placements (their 90th percentile, not the last: one PING put in the frame
+        # before its own must not move it), as the grid's phase is the edge of the T4s.
+        c = resid[min(len(resid) - 1, int(GRID_EDGE_QUANTILE * len(resid)))]
         s_new, lo, hi = extent
         at_new = min(max(c + r * s_new, lo), hi)
         return r, at_new - r * s_new
@@ -400,6 +405,67 @@ class FeasibleFit:
         spread = max(abs((c - reg.c) + (r - reg.r) * s) for r, c in reg.vertices)
         wander = self.wander_ppb * max(0.0, s - reg.s_new)
         return math.ceil(spread + wander + 1.5 * NS_PER_S / self.tick_hz)
+
+
+def _grid_phase(pts: Sequence[PingSample], f: int) -> Optional[Tuple[int, float, float]]:
+    """The frame grid the T4s sit on: (t_ref, phase at t_ref in [0, f), drift in ns per second).
+
+    The host controller's frame clock has its own crystal, tens of ppm off the raw clock, so the
+    grid's phase drifts (50 ppm: 50 µs a second). Successive T4s' residues modulo the frame are
+    unwrapped (pings a second apart move it far less than half a frame); as a T4 comes its read
+    latency after its frame, never before, the grid is their lower envelope: the drift is the
+    slope of its edge under the residues' mean time (Moon, Skelly and Towsley's LP again), the
+    phase the lowest detrended residue. None when they do not
+    lie on one drifting grid (spread to the median over an eighth of a frame)."""
+    if len(pts) < GRID_MIN_PINGS:
+        return None
+    t_ref = pts[0].t4_raw
+    ts = [(p.t4_raw - t_ref) / NS_PER_S for p in pts]
+    u = [float(pts[0].t4_raw % f)]
+    for p in pts[1:]:
+        d = (p.t4_raw % f - u[-1] + f / 2) % f - f / 2
+        u.append(u[-1] + d)
+    drift = _lower_envelope_slope(list(zip(ts, u)))
+    if drift is None:
+        return None
+    rest = sorted(x - drift * t for x, t in zip(u, ts))
+    if rest[len(rest) // 2] - rest[0] > f / 8:
+        return None
+    return t_ref, rest[0] % f, drift
+
+
+def _line_slope(xs: List[float], ys: List[float]) -> Optional[float]:
+    """Least-squares slope of ys on xs; None with fewer than GRID_MIN_PINGS points or no spread."""
+    n = len(xs)
+    if n < GRID_MIN_PINGS:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+def _lower_envelope_slope(points: List[Tuple[float, float]]) -> Optional[float]:
+    """The slope of the line under every (x, y) nearest to them on average: the edge of their lower
+    convex hull over the mean x. None with fewer than two distinct x."""
+    hull: List[Tuple[float, float]] = []
+    for x, y in sorted(points):
+        if hull and x == hull[-1][0]:
+            continue   # the lower of equal x came first
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (y2 - y1) * (x - x1) >= (y - y1) * (x2 - x1):   # hull[-1] is on or above the chord
+                hull.pop()
+            else:
+                break
+        hull.append((x, y))
+    if len(hull) < 2:
+        return None
+    mean = sum(x for x, _ in points) / len(points)
+    edges = list(zip(hull, hull[1:]))
+    (x1, y1), (x2, y2) = next((e for e in edges if e[1][0] >= mean), edges[-1])
+    return (y2 - y1) / (x2 - x1)
 
 
 def _clip(poly: List[_Vertex], kr: float, kc: float, g: float) -> List[_Vertex]:

@@ -14,7 +14,8 @@ Presets (`PLATFORMS`):
   ideal   nothing: the line model alone
   pi      a Raspberry Pi-class host and an MCU: the kernel's write path to the adapter 15 µs + ~10 µs,
           the read path back 25 µs + ~20 µs, the MCU's RX interrupt 2 µs, its main loop answering
-          20 µs + ~10 µs (assumptions, not measurements: no real adapter here)
+          20 µs + ~10 µs, the USB controller's frame clock 50 ppm off the host's (its own crystal)
+          (assumptions, not measurements: no real adapter here)
   vm-pty  what `benchmarks/bridge.py`'s ptys add on this VM: ~35 µs + ~30 µs per pty hop, two hops
           per leg (bridge -> line model -> device and back), the device polling (spinning)
 """
@@ -56,12 +57,13 @@ class Platform:
     turnaround: Delay = Delay()  # the PING's last byte -> T3 (the device's main loop answers)
     back_pre: Delay = Delay()    # T3 -> the line model has the PONG's bytes
     back_post: Delay = Delay()   # the line releases to the host -> T4 (host read path)
+    sof_ppm: float = 0.0         # the USB frame clock's crystal against the host's (either sign)
 
 
 PLATFORMS: Dict[str, Platform] = {
     "ideal": Platform(),
     "pi": Platform(out_pre=Delay(15, 10), out_post=Delay(2, 0), turnaround=Delay(20, 10),
-                   back_pre=Delay(1, 0), back_post=Delay(25, 20)),
+                   back_pre=Delay(1, 0), back_post=Delay(25, 20), sof_ppm=50.0),
     "vm-pty": Platform(out_pre=Delay(35, 30), out_post=Delay(35, 30), turnaround=Delay(5, 5),
                        back_pre=Delay(35, 30), back_post=Delay(35, 30)),
 }
@@ -91,7 +93,8 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
     rng = random.Random(seed)
     prof = PROFILES[link]
     model = LinkModel(prof, baud, frame_phase_ns=rng.randrange(NS // 1000),
-                      timer_phase_ns=rng.randrange(max(1, prof.latency_timer_ns or 1)))
+                      timer_phase_ns=rng.randrange(max(1, prof.latency_timer_ns or 1)),
+                      frame_ppm=platform.sof_ppm * rng.choice((-1, 1)))
     session = DeviceSession(f"sim-{link}", FixedModel(offset_ns=UTC_MINUS_RAW), link=prof, baud=baud,
                             ping_interval_ns=round(ping_interval_s * NS))
     dev = Device(tick_hz, drift_ppm, boot_ns=-rng.randrange(10 * NS))

@@ -88,13 +88,17 @@ class LinkModel:
     were written, `due_*` give back what is due by a time, `next_release_ns` says when to look next."""
 
     def __init__(self, prof: LinkProfile, baud: int = 115200, *, frame_phase_ns: int = 0,
-                 timer_phase_ns: int = 0, timer_from_first_byte: bool = False) -> None:
+                 timer_phase_ns: int = 0, timer_from_first_byte: bool = False,
+                 frame_ppm: float = 0.0) -> None:
         self.profile = prof
         self.baud = baud
         self.byte_ns = prof.byte_ns(baud)
         self.rx_timeout_ns = prof.rx_timeout_ns(baud)
         self.frame_ns = prof.usb_frame_ns
         self.frame_phase_ns = frame_phase_ns % self.frame_ns if self.frame_ns else 0
+        # The host controller's frame clock runs off its own crystal: `frame_ppm` off the clock the
+        # model is driven by (the host's), so the grid's phase drifts against it.
+        self.frame_period = self.frame_ns * (1 + frame_ppm * 1e-6)
         self.timer_from_first_byte = timer_from_first_byte
         # device -> host
         self._wire: Deque[Tuple[int, int]] = collections.deque()  # (arrival at chip/FIFO, byte)
@@ -113,11 +117,12 @@ class LinkModel:
     # -- frames --------------------------------------------------------------------------------
     def frame_after(self, t: int, last: int) -> int:
         """The first frame boundary after `t` and after the frame `last` (one packet a frame)."""
-        f, ph = self.frame_ns, self.frame_phase_ns
-        b = ph + -(-(t - ph) // f) * f
+        f, ph = self.frame_period, self.frame_phase_ns
+        k = -(-(t - ph) // f)
+        b = round(ph + k * f)
         if b <= t:
-            b += f
-        return max(b, last + f)
+            b = round(ph + (k + 1) * f)
+        return max(b, round(last + f))
 
     # -- device -> host ------------------------------------------------------------------------
     @property
