@@ -311,17 +311,18 @@ class FeasibleFit:
             a_ticks = p.t2_ticks + 0.5 - y0
             a_list.append(a_ticks / hz)
             v_list.append(((first + self.anchor_out_ns - x0) * hz - a_ticks * NS_PER_S) / hz)
-        r = _line_slope(a_list, v_list)
-        if r is None:
+        # The rate: the median slope between placements half the list apart, which a PING a slow
+        # write put in a later frame (1 ms off) or behind other bytes does not move.
+        half = len(a_list) // 2
+        slopes = sorted((v_list[i + half] - v_list[i]) / (a_list[i + half] - a_list[i])
+                        for i in range(len(a_list) - half) if a_list[i + half] > a_list[i])
+        if len(a_list) < GRID_MIN_PINGS or not slopes:
             return None
-        # Again without the placements far off that line (a PING a slow write put in the next
-        # frame is 1 ms off, and a least-squares slope follows it).
+        r = slopes[len(slopes) // 2]
         mid = statistics.median(v - r * a for a, v in zip(a_list, v_list))
-        keep = [(a, v) for a, v in zip(a_list, v_list) if abs(v - r * a - mid) < f / 10]
-        r = _line_slope([a for a, _ in keep], [v for _, v in keep])
-        if r is None:
+        resid = sorted(v - r * a for a, v in zip(a_list, v_list) if abs(v - r * a - mid) < f / 10)
+        if len(resid) < GRID_MIN_PINGS:
             return None
-        resid = sorted(v - r * a for a, v in keep)
         if statistics.median(abs(x - resid[len(resid) // 2]) for x in resid) > f / 16:
             return None   # placements in different frames: the grid is not what it seemed
         # A PING reaches the device its latency after its frame, never before: the offset is the
@@ -411,61 +412,43 @@ def _grid_phase(pts: Sequence[PingSample], f: int) -> Optional[Tuple[int, float,
     """The frame grid the T4s sit on: (t_ref, phase at t_ref in [0, f), drift in ns per second).
 
     The host controller's frame clock has its own crystal, tens of ppm off the raw clock, so the
-    grid's phase drifts (50 ppm: 50 µs a second). Successive T4s' residues modulo the frame are
-    unwrapped (pings a second apart move it far less than half a frame); as a T4 comes its read
+    grid's phase drifts (50 ppm: 50 µs a second). The T4s' residues modulo the frame are unwrapped,
+    each against the median of the five before it (pings a second apart move it far less than half
+    a frame); as a T4 comes its read
     latency after its frame, never before, the grid is their lower envelope: the drift is the
-    slope of its edge under the residues' mean time (Moon, Skelly and Towsley's LP again), the
-    phase the lowest detrended residue. None when they do not
-    lie on one drifting grid (spread to the median over an eighth of a frame)."""
+    median slope between pings half the list apart (robust to the T4s a stalled reader stamped
+    late), the phase the detrended residues' 10th percentile, leaving out those a stall of over
+    half a frame wrapped to look early. None when they do not lie on one drifting grid (fewer than
+    3 in 4 within an eighth of a frame of their median)."""
     if len(pts) < GRID_MIN_PINGS:
         return None
     t_ref = pts[0].t4_raw
     ts = [(p.t4_raw - t_ref) / NS_PER_S for p in pts]
     u = [float(pts[0].t4_raw % f)]
     for p in pts[1:]:
-        d = (p.t4_raw % f - u[-1] + f / 2) % f - f / 2
-        u.append(u[-1] + d)
-    drift = _lower_envelope_slope(list(zip(ts, u)))
-    if drift is None:
+        # Unwrapped against the median of the last few: one stalled T4 must not move the branch.
+        ref = statistics.median(u[-5:])
+        u.append(ref + (p.t4_raw % f - ref + f / 2) % f - f / 2)
+    # A T4 read more than half a frame late (a stalled reader) wraps to look early, below the
+    # envelope, where nothing can be: a first, robust drift (the median slope between pings half
+    # the list apart) finds such points so that the envelope is taken without them.
+    half = len(pts) // 2
+    slopes = sorted((u[i + half] - u[i]) / (ts[i + half] - ts[i])
+                    for i in range(len(pts) - half) if ts[i + half] > ts[i])
+    if not slopes:
         return None
-    rest = sorted(x - drift * t for x, t in zip(u, ts))
-    if rest[len(rest) // 2] - rest[0] > f / 8:
+    drift = slopes[len(slopes) // 2]
+    detrended = sorted(x - drift * t for x, t in zip(u, ts))
+    mid = detrended[len(detrended) // 2]
+    # Frame-aligned T4s lie within an eighth of a frame of their median, but for the few a stall
+    # delayed (late, or by over half a frame wrapped to look early): at least 3 in 4 of them.
+    if sum(abs(d - mid) <= f / 8 for d in detrended) < 0.75 * len(detrended):
         return None
-    return t_ref, rest[0] % f, drift
-
-
-def _line_slope(xs: List[float], ys: List[float]) -> Optional[float]:
-    """Least-squares slope of ys on xs; None with fewer than GRID_MIN_PINGS points or no spread."""
-    n = len(xs)
-    if n < GRID_MIN_PINGS:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx <= 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-
-
-def _lower_envelope_slope(points: List[Tuple[float, float]]) -> Optional[float]:
-    """The slope of the line under every (x, y) nearest to them on average: the edge of their lower
-    convex hull over the mean x. None with fewer than two distinct x."""
-    hull: List[Tuple[float, float]] = []
-    for x, y in sorted(points):
-        if hull and x == hull[-1][0]:
-            continue   # the lower of equal x came first
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            if (y2 - y1) * (x - x1) >= (y - y1) * (x2 - x1):   # hull[-1] is on or above the chord
-                hull.pop()
-            else:
-                break
-        hull.append((x, y))
-    if len(hull) < 2:
-        return None
-    mean = sum(x for x, _ in points) / len(points)
-    edges = list(zip(hull, hull[1:]))
-    (x1, y1), (x2, y2) = next((e for e in edges if e[1][0] >= mean), edges[-1])
-    return (y2 - y1) / (x2 - x1)
+    rest = [d for d in detrended if d >= mid - f / 8]
+    # The envelope's edge, not its lowest point: one T4 a stall delayed by just under a whole
+    # frame looks early by less than that eighth.
+    edge = rest[int((1 - GRID_EDGE_QUANTILE) * len(rest))]
+    return t_ref, edge % f, drift
 
 
 def _clip(poly: List[_Vertex], kr: float, kc: float, g: float) -> List[_Vertex]:

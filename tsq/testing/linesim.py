@@ -17,7 +17,8 @@ Presets (`PLATFORMS`):
           20 µs + ~10 µs, the USB controller's frame clock 50 ppm off the host's (its own crystal)
           (assumptions, not measurements: no real adapter here)
   vm-pty  what `benchmarks/bridge.py`'s ptys add on this VM: ~35 µs + ~30 µs per pty hop, two hops
-          per leg (bridge -> line model -> device and back), the device polling (spinning)
+          per leg (bridge -> line model -> device and back), the device polling (spinning), and 2 %
+          of the bridge's reads and writes held up 0.3-3 ms (the VM's scheduler stalls)
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Platform:
     back_pre: Delay = Delay()    # T3 -> the line model has the PONG's bytes
     back_post: Delay = Delay()   # the line releases to the host -> T4 (host read path)
     sof_ppm: float = 0.0         # the USB frame clock's crystal against the host's (either sign)
+    stall: float = 0.0           # share of host reads and writes the scheduler holds back ...
+    stall_us: Tuple[float, float] = (300.0, 3000.0)   # ... by this much (uniform), as a VM does
 
 
 PLATFORMS: Dict[str, Platform] = {
@@ -65,7 +68,7 @@ PLATFORMS: Dict[str, Platform] = {
     "pi": Platform(out_pre=Delay(15, 10), out_post=Delay(2, 0), turnaround=Delay(20, 10),
                    back_pre=Delay(1, 0), back_post=Delay(25, 20), sof_ppm=50.0),
     "vm-pty": Platform(out_pre=Delay(35, 30), out_post=Delay(35, 30), turnaround=Delay(5, 5),
-                       back_pre=Delay(35, 30), back_post=Delay(35, 30)),
+                       back_pre=Delay(35, 30), back_post=Delay(35, 30), stall=0.02),
 }
 
 
@@ -115,8 +118,13 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
             line_due.add(t)
             at(t, "line")
 
+    def stalled() -> int:
+        if platform.stall and rng.random() < platform.stall:
+            return round(rng.uniform(*platform.stall_us) * 1000)
+        return 0
+
     def to_device(t: int, data: bytes) -> None:
-        model.to_device(t + platform.out_pre.draw(rng), data)
+        model.to_device(t + platform.out_pre.draw(rng) + stalled(), data)
         line(model.next_release_ns())
 
     def host_write(t: int, frame: bytes) -> None:
@@ -174,7 +182,7 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
                 ts = due + platform.out_post.draw(rng)
                 at(ts, "device_rx", chunk)
             for due, chunk in model.due_to_host(t):
-                at(due + platform.back_post.draw(rng), "host_rx", chunk)
+                at(due + platform.back_post.draw(rng) + stalled(), "host_rx", chunk)
             line(max(model.next_release_ns(), t + 1))
         elif kind == "device_rx":
             for msg in dev.decoder.feed(data):   # T2: the tick stamped on the delimiter
