@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tsq.bridge import feasible
 from tsq.bridge.feasible import ANCHORS, FeasibleFit, PingSample, _clip
 
 NS = 1_000_000_000
@@ -400,3 +401,25 @@ def test_held_pings_out_of_order_among_themselves_are_left_out_of_a_restart() ->
 def test_clip_keeps_a_vertex_on_the_cut_once() -> None:
     # The cut c <= 0 passes through (0, 0) and (1, 0); (1, 1) and (0, 1) are outside.
     assert _clip([(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)], 0.0, 1.0, 0.0) == [(0.0, 0.0), (1.0, 0.0)]
+
+
+def test_the_frame_grid_is_not_read_where_it_is_not_there() -> None:
+    f = MS
+    # T4s all at one instant: no time between them, no drift to read.
+    same = [PingSample(i * NS, i * 1000, i * 1000 + 10, 5 * NS) for i in range(feasible.GRID_MIN_PINGS)]
+    assert feasible._grid_phase(same, f) is None
+    # T4s spread over the frame (a host controller that does not complete on frame boundaries).
+    rng = random.Random(4)
+    spread = [PingSample(i * NS, i * 1000, i * 1000 + 10, i * NS + 5 * MS + rng.randrange(f))
+              for i in range(1, 40)]
+    assert feasible._grid_phase(spread, f) is None
+    # T4s on the grid, but the PINGs' arrivals (T2) scattered over a frame: the placements do not
+    # line up, so the grid is not what it seemed.
+    fit = FeasibleFit(1_000_000, anchor="out", usb_frame_ns=f)
+    scattered = [PingSample(i * NS + 300_000, i * 1_000_000 + rng.randrange(f // 1000),
+                            i * 1_000_000 + 2_000, i * NS + 6 * f) for i in range(1, 40)]
+    assert fit._on_frame_grid(scattered, scattered[0].t1_raw, scattered[0].t2_ticks, (0.0, -1e9, 1e9)) is None
+    # The same pings with T2 one frame after each PING's frame: read off the grid.
+    lined = [PingSample(p.t1_raw, (p.t1_raw + 700_000) // 1000, (p.t1_raw + 700_000) // 1000 + 2_000,
+                        p.t4_raw) for p in scattered]
+    assert fit._on_frame_grid(lined, lined[0].t1_raw, lined[0].t2_ticks, (0.0, -1e9, 1e9)) is not None

@@ -24,8 +24,10 @@ frame after the one that carried the PING, so its wait is set by the device's tu
 chance) the back constraints stay loose by most of a frame and the centre sits half of that from
 the truth; there the estimate keeps the centre's rate and takes the offset of the tightest PING-leg
 constraint at that rate (the edge the dithered pings pin down, as in Moon, Skelly and Towsley's
-one-way estimator), at the leg's nominal minimum (`anchor_out_ns`). The estimate need not be a
-line of the region: the bound at raw time t is the
+one-way estimator), at the leg's nominal minimum (`anchor_out_ns`). With `usb_frame_ns` it goes
+further where the T4s show the USB frame grid (`_on_frame_grid`): each PING is placed in the frame
+after its T1 and the estimate is the line through the placements, kept inside the region at the
+newest ping. The estimate need not be a line of the region: the bound at raw time t is the
 largest distance of any vertex's line from the estimate at t, plus `wander_ppb` times the time since
 the newest ping, plus 1.5 ticks (the device's counter truncates; t0 is rounded). If the true line
 is in the region (delays no shorter than the minimums, rate within `max_ppm` of nominal, frequency
@@ -321,9 +323,7 @@ class FeasibleFit:
         r = slopes[len(slopes) // 2]
         mid = statistics.median(v - r * a for a, v in zip(a_list, v_list))
         resid = sorted(v - r * a for a, v in zip(a_list, v_list) if abs(v - r * a - mid) < f / 10)
-        if len(resid) < GRID_MIN_PINGS:
-            return None
-        if statistics.median(abs(x - resid[len(resid) // 2]) for x in resid) > f / 16:
+        if len(resid) < max(GRID_MIN_PINGS, 0.75 * len(a_list)):
             return None   # placements in different frames: the grid is not what it seemed
         # A PING reaches the device its latency after its frame, never before: the offset is the
         # edge of the placements (their 90th percentile, not the last: one PING put in the frame
@@ -420,8 +420,6 @@ def _grid_phase(pts: Sequence[PingSample], f: int) -> Optional[Tuple[int, float,
     late), the phase the detrended residues' 10th percentile, leaving out those a stall of over
     half a frame wrapped to look early. None when they do not lie on one drifting grid (fewer than
     3 in 4 within an eighth of a frame of their median)."""
-    if len(pts) < GRID_MIN_PINGS:
-        return None
     t_ref = pts[0].t4_raw
     ts = [(p.t4_raw - t_ref) / NS_PER_S for p in pts]
     u = [float(pts[0].t4_raw % f)]
