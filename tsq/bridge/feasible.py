@@ -62,7 +62,6 @@ _LIMIT = 2**256        # stamps and queries beyond this are nonsense (and would 
 
 _Vertex = Tuple[float, float]    # (r: ns per nominal second off nominal, c: ns)
 ANCHORS = ("centre", "out")      # where in the region the estimate sits (see the module doc)
-GRID_PINGS = 64                  # the newest T4s the USB frame grid's phase is read from
 GRID_MIN_PINGS = 8
 GRID_EDGE_QUANTILE = 0.9
 
@@ -315,12 +314,9 @@ class FeasibleFit:
             v_list.append(((first + self.anchor_out_ns - x0) * hz - a_ticks * NS_PER_S) / hz)
         # The rate: the median slope between placements half the list apart, which a PING a slow
         # write put in a later frame (1 ms off) or behind other bytes does not move.
-        half = len(a_list) // 2
-        slopes = sorted((v_list[i + half] - v_list[i]) / (a_list[i + half] - a_list[i])
-                        for i in range(len(a_list) - half) if a_list[i + half] > a_list[i])
-        if len(a_list) < GRID_MIN_PINGS or not slopes:
+        r = _median_slope(a_list, v_list) if len(a_list) >= GRID_MIN_PINGS else None
+        if r is None:
             return None
-        r = slopes[len(slopes) // 2]
         mid = statistics.median(v - r * a for a, v in zip(a_list, v_list))
         resid = sorted(v - r * a for a, v in zip(a_list, v_list) if abs(v - r * a - mid) < f / 10)
         if len(resid) < max(GRID_MIN_PINGS, 0.75 * len(a_list)):
@@ -414,8 +410,8 @@ def _grid_phase(pts: Sequence[PingSample], f: int) -> Optional[Tuple[int, float,
     The host controller's frame clock has its own crystal, tens of ppm off the raw clock, so the
     grid's phase drifts (50 ppm: 50 µs a second). The T4s' residues modulo the frame are unwrapped,
     each against the median of the five before it (pings a second apart move it far less than half
-    a frame); as a T4 comes its read
-    latency after its frame, never before, the grid is their lower envelope: the drift is the
+    a frame); as a T4 comes its read latency after its frame, never before, the grid is their
+    lower envelope: the drift is the
     median slope between pings half the list apart (robust to the T4s a stalled reader stamped
     late), the phase the detrended residues' 10th percentile, leaving out those a stall of over
     half a frame wrapped to look early. None when they do not lie on one drifting grid (fewer than
@@ -430,12 +426,9 @@ def _grid_phase(pts: Sequence[PingSample], f: int) -> Optional[Tuple[int, float,
     # A T4 read more than half a frame late (a stalled reader) wraps to look early, below the
     # envelope, where nothing can be: a first, robust drift (the median slope between pings half
     # the list apart) finds such points so that the envelope is taken without them.
-    half = len(pts) // 2
-    slopes = sorted((u[i + half] - u[i]) / (ts[i + half] - ts[i])
-                    for i in range(len(pts) - half) if ts[i + half] > ts[i])
-    if not slopes:
+    drift = _median_slope(ts, u)
+    if drift is None:
         return None
-    drift = slopes[len(slopes) // 2]
     detrended = sorted(x - drift * t for x, t in zip(u, ts))
     mid = detrended[len(detrended) // 2]
     # Frame-aligned T4s lie within an eighth of a frame of their median, but for the few a stall
@@ -447,6 +440,15 @@ def _grid_phase(pts: Sequence[PingSample], f: int) -> Optional[Tuple[int, float,
     # frame looks early by less than that eighth.
     edge = rest[int((1 - GRID_EDGE_QUANTILE) * len(rest))]
     return t_ref, edge % f, drift
+
+
+def _median_slope(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    """The median slope between points half the list apart (xs ascending): a line a minority of
+    outliers does not move. None when no such pair has distinct xs."""
+    half = len(xs) // 2
+    slopes = sorted((ys[i + half] - ys[i]) / (xs[i + half] - xs[i])
+                    for i in range(len(xs) - half) if xs[i + half] > xs[i])
+    return slopes[len(slopes) // 2] if slopes else None
 
 
 def _clip(poly: List[_Vertex], kr: float, kc: float, g: float) -> List[_Vertex]:

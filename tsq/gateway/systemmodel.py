@@ -49,8 +49,7 @@ class SystemClockModel:
     def _refresh(self, force: bool = False) -> Correlation:
         now = clock.raw_ns()
         if force or not self._history or now - self._history[-1].ref_ns > self.refresh_ns:
-            self._history.append(clock.raw_realtime() if self.clock_id == clock.CLOCK_REALTIME
-                                 else clock.correlate(clock.CLOCK_MONOTONIC_RAW, self.clock_id, tries=3))
+            self._history.append(clock.correlate(clock.CLOCK_MONOTONIC_RAW, self.clock_id, tries=3))
         if force or now - self._status_raw > self.status_refresh_ns:
             self._status = read_kernel_status()
             self._status_raw = now

@@ -127,9 +127,6 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
         model.to_device(t + platform.out_pre.draw(rng) + stalled(), data)
         line(model.next_release_ns())
 
-    def host_write(t: int, frame: bytes) -> None:
-        to_device(t, frame)
-
     def device_frame(t: int, msg: frames.Message, t2_ns: int) -> None:
         if isinstance(msg, frames.HelloRequest):
             reply = frames.encode(frames.Hello(0, 0xBEEF, (1, 0, 0), 1, tick_hz, 0))
@@ -142,7 +139,7 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
 
     # The bridge opens the port and asks who is there (DeviceSession.opened).
     for frame in session.opened():
-        host_write(0, frame)
+        to_device(0, frame)
     at(0, "ping")
     at(NS, "truth")
     end = (warmup + seconds) * NS
@@ -159,11 +156,11 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
             if session.hello is None:
                 p = session.make_ping(t)
                 if p is not None:
-                    host_write(t, p[1])
+                    to_device(t, p[1])
                 continue
             warm = session.make_ping(t, warmup=True)
             if warm is not None:
-                host_write(t, warm[1])
+                to_device(t, warm[1])
             # DeviceDriver.run: PortLink.send returns after tcdrain and the port's quiet time; the
             # driver then waits until the warm-up PING has surely left the line (a frame and its
             # serialisation: a pty's tcdrain does not wait for that), then the gap and its dither.
@@ -172,10 +169,10 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
         elif kind == "measured":
             p = session.make_ping(t)
             if p is not None:
-                host_write(t, p[1])
+                to_device(t, p[1])
                 acc = session.sent(p[0], t)
                 if acc is not None:
-                    _answer(session, t, host_write)
+                    _answer(session, t, to_device)
         elif kind == "line":
             line_due.discard(t)
             for due, chunk in model.due_to_device(t):
@@ -192,7 +189,7 @@ def simulate(link: str, platform: Platform, seconds: int, warmup: int, seed: int
             line(model.next_release_ns())
         elif kind == "host_rx":
             if session.received(data, t):
-                _answer(session, t, host_write)
+                _answer(session, t, to_device)
         elif kind == "truth":
             at(t + NS, "truth")
             utc = dev.utc(t)
