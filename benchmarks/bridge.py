@@ -86,7 +86,9 @@ def run_link(link: str, args: argparse.Namespace, binary: object, pass_link: boo
                                    str(args.ping_interval), "--control", os.path.join(d, "control.sock"),
                                    "--log", os.path.join(d, "log"),
                                    "--fsync-interval", "1", *(["--single-ping"] if args.single_ping else []),
-                                   *(["--link", link] if pass_link else [])],
+                                   *(["--link", link] if pass_link else []),
+                                   *(["--reply-spin-ms", repr(args.reply_spin_ms)]
+                                     if args.reply_spin_ms is not None else [])],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             time.sleep(args.warmup)
@@ -167,6 +169,8 @@ def main() -> int:
                          "interrupt is; 0: it sleeps in poll() and its T2 waits for the scheduler)")
     ap.add_argument("--single-ping", action="store_true",
                     help="pass --single-ping to the bridge (no warm-up ping: one exchange per interval)")
+    ap.add_argument("--reply-spin-ms", type=float,
+                    help="pass --reply-spin-ms to the bridge (its PONG window; 0: off)")
     ap.add_argument("--line-realtime", action="store_true",
                     help="run the line model under SCHED_FIFO (where allowed)")
     args = ap.parse_args()

@@ -640,12 +640,16 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t c_write "write"(int fd, const void* buf, size_t count)
 
 
-def wait_readable_stamped(int fd, int wake_fd, int timeout_ms):
+def wait_readable_stamped(int fd, int wake_fd, int timeout_ms, int64_t spin_until_ns=0,
+                          int64_t spin_from_ns=0):
     """poll() `fd` and `wake_fd` for input; (fd revents, wake_fd revents, raw ns at wake-up).
 
+    From raw instant `spin_from_ns` (up to a millisecond sooner: poll's resolution) until
+    `spin_until_ns` (0: not at all) it polls without sleeping, so the stamp is the arrival and not
+    the arrival plus a wake-up; after that it sleeps for up to `timeout_ms`.
     OSError on a failed poll. `wake_fd` < 0 is ignored (as poll(2) does)."""
     cdef pollfd fds[2]
-    cdef int rc, err = 0
+    cdef int rc = 0, err = 0
     cdef int64_t t = 0
     fds[0].fd = fd
     fds[0].events = POLLIN
@@ -654,8 +658,18 @@ def wait_readable_stamped(int fd, int wake_fd, int timeout_ms):
     fds[1].events = POLLIN
     fds[1].revents = 0
     with nogil:
-        rc = poll(fds, 2, timeout_ms)
         _gettime(c_CLOCK_MONOTONIC_RAW, &t)
+        if spin_until_ns > t and spin_from_ns - t >= 1000000:
+            rc = poll(fds, 2, <int>((spin_from_ns - t) // 1000000))
+            _gettime(c_CLOCK_MONOTONIC_RAW, &t)
+        while rc == 0 and t < spin_until_ns:
+            rc = poll(fds, 2, 0)
+            _gettime(c_CLOCK_MONOTONIC_RAW, &t)
+            if rc != 0:
+                break
+        if rc == 0:
+            rc = poll(fds, 2, timeout_ms)
+            _gettime(c_CLOCK_MONOTONIC_RAW, &t)
         if rc < 0:
             err = errno
     if rc < 0:

@@ -670,15 +670,26 @@ def wait_tx_timestamps(sock: socket.socket, count: int, timeout_s: float) -> Lis
 # stamped serial I/O (the Cython backend stamps next to the syscall with the GIL released)
 
 
-def wait_readable_stamped(fd: int, wake_fd: int, timeout_ms: int) -> tuple[int, int, int]:
+def wait_readable_stamped(fd: int, wake_fd: int, timeout_ms: int, spin_until_ns: int = 0,
+                          spin_from_ns: int = 0) -> tuple[int, int, int]:
     """poll() `fd` and `wake_fd` for input; (fd revents, wake_fd revents, raw ns at wake-up).
 
+    From raw instant `spin_from_ns` (up to a millisecond sooner: poll's resolution) until
+    `spin_until_ns` (0: not at all) it polls without sleeping, so the stamp is the arrival and not
+    the arrival plus a wake-up; after that it sleeps for up to `timeout_ms`.
     OSError on a failed poll. `wake_fd` < 0 is ignored (as poll(2) does)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     if wake_fd >= 0 and wake_fd != fd:
         poller.register(wake_fd, select.POLLIN)
-    ready = poller.poll(timeout_ms)
+    ready: list[tuple[int, int]] = []
+    now = raw_ns()
+    if spin_until_ns > now and spin_from_ns - now >= 1_000_000:
+        ready = poller.poll((spin_from_ns - now) // 1_000_000)
+    while not ready and raw_ns() < spin_until_ns:
+        ready = poller.poll(0)
+    if not ready:
+        ready = poller.poll(timeout_ms)
     t = raw_ns()
     got = dict(ready)
     return got.get(fd, 0), got.get(wake_fd, 0) if wake_fd >= 0 else 0, t

@@ -89,6 +89,40 @@ def test_read_write_and_replug() -> None:
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
+def test_a_reply_window_keeps_the_port_working_and_stamps_the_reply() -> None:
+    """`send(..., reply_window)`: the reader is nudged awake (a byte on its wake-up pipe that must
+    not close the port) and polls through the window; a reply inside it is delivered with its
+    arrival stamp, and once the window is over the reader sleeps again and still reads."""
+    async def main() -> None:
+        d = tempfile.mkdtemp()
+        link = os.path.join(d, "ttyDEV")
+        master, _ = _new_pty(link)
+        got: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+        pl = PortLink(link, 115200, on_data=lambda b, t: got.put_nowait((b, t)), backoff=Backoff(0.01, 0.05))
+        task = asyncio.create_task(pl.run())
+        await asyncio.wait_for(pl.wait_connected(), 5)
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            t1 = await pl.send(b"ping", reply_window=(0, 200_000_000))
+            assert t1 is not None
+            assert await loop.run_in_executor(None, _read_exact, master, 4) == b"ping"
+            before = raw_ns()
+            os.write(master, b"pong")
+            data, t4 = await asyncio.wait_for(got.get(), 5)
+            assert data == b"pong" and before <= t4 <= raw_ns()
+        await asyncio.sleep(0.25)                     # the window has closed
+        assert pl.connected and pl.opens == 1
+        os.write(master, b"later")
+        data, _ = await asyncio.wait_for(got.get(), 5)
+        assert data == b"later"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        os.close(master)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 def test_hundred_unplug_replug_cycles() -> None:
     """100 times: the node vanishes (pty closed), a new one appears under the same name; data flows."""
 

@@ -79,6 +79,41 @@ def test_wait_readable_stamps_the_arrival_not_the_caller(backend: ModuleType) ->
             os.close(fd)
 
 
+def test_wait_readable_spins_in_its_window_then_sleeps(backend: ModuleType) -> None:
+    r, w = os.pipe()
+    try:
+        # Nothing arrives: it polls through the window (starting up to 1 ms early), then sleeps
+        # out the timeout; a window already past changes nothing.
+        start = raw()
+        assert backend.wait_readable_stamped(r, -1, 20, start + 30_000_000, start + 10_000_000)[:2] == (0, 0)
+        assert raw() - start >= 49_000_000
+        start = raw()
+        assert backend.wait_readable_stamped(r, -1, 20, start - 1, start - 2)[:2] == (0, 0)
+        assert raw() - start >= 19_000_000
+        # Data in the window: returned at once, stamped as it came; before the window: the same.
+        sent: list[int] = []
+
+        def later(delay_s: float) -> None:
+            time.sleep(delay_s)
+            sent.append(raw())
+            os.write(w, b"p")
+
+        for delay_s, spin_from_ms in ((0.03, 20), (0.005, 40)):
+            sent.clear()
+            start = raw()
+            th = threading.Thread(target=later, args=(delay_s,))
+            th.start()
+            ev, _, t4 = backend.wait_readable_stamped(r, -1, 5000, start + 2_000_000_000,
+                                                      start + spin_from_ms * 1_000_000)
+            th.join()
+            assert ev and sent[0] <= t4 <= sent[0] + GENEROUS_NS
+            assert raw() - start < 1_000_000_000      # not held to the end of the window
+            assert os.read(r, 4) == b"p"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_wait_readable_reports_a_hang_up(backend: ModuleType) -> None:
     master, slave = pty.openpty()
     os.close(slave)                                   # the far end went away

@@ -13,13 +13,18 @@ minimum delays), evaluated when the next update is due.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Deque, Optional, Protocol
 
 from tsq.bridge import frames, links
 from tsq.bridge.feasible import FeasibleFit, PingSample
 from tsq.bridge.status import DeviceStatus
 from tsq.sync.model import TimeModel
+
+REPLY_HISTORY = 16            # round trips the reply window is sized from
+REPLY_WINDOW_SLACK_NS = 300_000
+REPLY_WINDOW_MAX_NS = 5_000_000   # at most 0.5 % of a core at one ping a second
 
 NS_PER_S = 1_000_000_000
 
@@ -182,6 +187,7 @@ class DeviceSession:
         self.last: Optional[Accepted] = None
         self.last_timescale: Optional[Timescale] = None
         self._bad_before = 0
+        self._round_trips: Deque[int] = deque(maxlen=REPLY_HISTORY)   # T4 - T1 of recent pings
 
     def serial_ns(self) -> int:
         """A PING's (or PONG's) nominal serialisation on this link at this baud, in ns."""
@@ -192,6 +198,16 @@ class DeviceSession:
         and its serialisation (tcdrain does not wait for that on every port: a pty's returns at
         once). A frame written after this never waits behind the one before."""
         return self.serial_ns() + self.link.usb_frame_ns
+
+    def reply_window_ns(self, most_ns: int = REPLY_WINDOW_MAX_NS) -> Optional[tuple[int, int]]:
+        """When after a measured PING to watch for its PONG without sleeping, (start, end) in ns
+        after T1: from a little before the quickest of the recent round trips to a little after the
+        slowest, at most `most_ns` long (None: no history yet, or `most_ns` 0). A reply in the
+        window is stamped on arrival, not a scheduler wake-up later (PortLink.send)."""
+        if not self._round_trips or most_ns <= 0:
+            return None
+        start = max(0, min(self._round_trips) - REPLY_WINDOW_SLACK_NS)
+        return start, min(max(self._round_trips) + REPLY_WINDOW_SLACK_NS, start + most_ns)
 
     def line_minimums(self) -> tuple[int, int]:
         """(forward, back): the least time the link takes from T1 to T2 and from T3 to T4, in ns."""
@@ -209,7 +225,9 @@ class DeviceSession:
     def _new_fit(self, tick_hz: int) -> FeasibleFit:
         return FeasibleFit(tick_hz, self.min_out_ns, self.min_back_ns, wander_ppb=self.wander_ppb,
                            horizon_ns=max(1, self.ping_interval_ns), anchor=self.link.anchor,
-                           anchor_out_ns=self.serial_ns(), usb_frame_ns=self.link.usb_frame_ns)
+                           anchor_out_ns=self.serial_ns(), usb_frame_ns=self.link.usb_frame_ns,
+                           anchor_back_ns=self.serial_ns() + self.link.fixed_rx_delay_ns(self.frame_bytes,
+                                                                                          self.baud))
 
     # -- events from the port -------------------------------------------------------------------
     def opened(self) -> list[bytes]:
@@ -302,6 +320,7 @@ class DeviceSession:
 
     def _complete(self, t1: int, t2: int, t3: int, t4: int) -> Optional[Accepted]:
         assert self.fit is not None
+        self._round_trips.append(t4 - t1)
         r = self.fit.add(PingSample(t1, t2, t3, t4))
         if not r.accepted:
             return None

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from tsq.bridge import portinfo
 from tsq.bridge.device import (
     NS_PER_S,
+    REPLY_WINDOW_MAX_NS,
     WARMUP_GAP_S,
     Accepted,
     Codec,
@@ -48,8 +49,10 @@ class DeviceDriver:
 
     def __init__(self, link: PortLink, model: TimeModel, ping_interval_s: float = 1.0,
                  log: Optional[FieldLogLike] = None, codec: Optional[Codec] = None,
-                 warmup_gap_s: Optional[float] = WARMUP_GAP_S) -> None:
+                 warmup_gap_s: Optional[float] = WARMUP_GAP_S,
+                 reply_spin_max_ns: int = REPLY_WINDOW_MAX_NS) -> None:
         self.link = link
+        self.reply_spin_max_ns = reply_spin_max_ns
         # The link profile (the session's `link`): the one named by `link.link`, or detected now
         # from sysfs; PortLink detects it again at each open (the adapter behind a by-id path can
         # change) and `_on_open` passes it on.
@@ -194,7 +197,7 @@ class DeviceDriver:
                 ping = self.session.make_ping(raw_ns())
                 if ping is not None:
                     seq, frame = ping
-                    t1 = await self.link.send(frame)
+                    t1 = await self.link.send(frame, self.session.reply_window_ns(self.reply_spin_max_ns))
                     if t1 is not None:
                         acc = self.session.sent(seq, t1)
                         if acc is not None:

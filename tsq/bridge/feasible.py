@@ -120,6 +120,7 @@ class FeasibleFit:
         anchor: str = "centre",
         anchor_out_ns: Optional[int] = None,
         usb_frame_ns: int = 0,
+        anchor_back_ns: Optional[int] = None,
     ) -> None:
         if anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}")
@@ -147,6 +148,7 @@ class FeasibleFit:
         # The PING leg's nominal minimum, where `min_out_ns` was shortened to stay a true minimum
         # (a UART up to a few % fast): the bound needs the shortest, the estimate the likeliest.
         self.anchor_out_ns = min_out_ns if anchor_out_ns is None else max(min_out_ns, anchor_out_ns)
+        self.anchor_back_ns = min_back_ns if anchor_back_ns is None else max(min_back_ns, anchor_back_ns)
         self._points: Deque[PingSample] = deque()
         self._held: List[PingSample] = []     # recent pings that conflicted with the window
         self._region: Optional[_Region] = None
@@ -268,7 +270,11 @@ class FeasibleFit:
         loh, hih = extent(s_new + h)
         mid0, midh = (lo0 + hi0) / 2, (loh + hih) / 2
         r_est = (midh - mid0) / h
-        c_est = mid0 - r_est * s_new
+        # Each side was widened by its leg's shortening (nominal minus the minimum kept for the
+        # bound); the likeliest line is the centre of the region the nominal minimums give. The
+        # PONG leg of a UART also carries the receive timeout, so the two shortenings differ.
+        c_est = mid0 - r_est * s_new + ((self.anchor_out_ns - self.min_out_ns)
+                                        - (self.anchor_back_ns - self.min_back_ns)) / 2
         if self.anchor == "out":
             # The tightest PING-leg constraint at the centre's rate, never beyond the tightest PONG-leg
             # one (where they cross at that rate, the rate is off: the nearest line the PONGs allow).

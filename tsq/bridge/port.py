@@ -41,6 +41,7 @@ from tsq.clock import raw_ns
 log = logging.getLogger("tsq.bridge")
 
 QUIET_AFTER_WRITE_NS = 1_000_000   # see SerialPort.write_stamped
+REPLY_SPIN_START_S = 0.001         # PortLink.send waits at most this for its reader to spin
 
 
 def _noop() -> None:
@@ -141,6 +142,12 @@ class SerialPort:
             if t1 is None:
                 t1 = stamp
             view = view[n:]
+        if t1 is not None and not view:
+            # Off the CPU at once, tcdrain after (see below): even tcdrain's return to Python was
+            # enough to delay the forward leg's kernel work behind this thread.
+            left = QUIET_AFTER_WRITE_NS - (raw_ns() - t1)
+            if left > 0:
+                time.sleep(left / 1e9)
         try:
             termios.tcdrain(self.fd)
         except termios.error as exc:
@@ -240,6 +247,10 @@ class PortLink:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tsq-write {path}")
         self._connected = asyncio.Event()
         self._stopping = False
+        # The reply window (see `send`): the reader polls without sleeping between these raw instants.
+        self._spin_ns = (0, 0)
+        self._spinning = threading.Event()
+        self._wake_w = -1
 
     @property
     def connected(self) -> bool:
@@ -270,6 +281,7 @@ class PortLink:
                     name=f"tsq-read {self.path}", daemon=True,
                 )
                 self.port = port
+                self._wake_w = wake_w
                 self._connected.set()
                 reader.start()
                 self.on_open()
@@ -278,6 +290,7 @@ class PortLink:
                 finally:
                     self._connected.clear()
                     self.port = None
+                    self._wake_w = -1
                     os.write(wake_w, b"x")
                     await loop.run_in_executor(None, reader.join, 2.0)
                     # Let a write in flight finish before the fd number can be reused.
@@ -335,14 +348,23 @@ class PortLink:
                 gone.set_result(reason)
 
         while True:
+            spin_from, spin_until = self._spin_ns
+            if spin_until:
+                self._spinning.set()
             try:
                 # Stamped in C as poll() returns, before this thread needs the GIL again.
-                port_events, wake_events, t4 = clock.wait_readable_stamped(port.fd, wake_r, 1000)
+                port_events, wake_events, t4 = clock.wait_readable_stamped(port.fd, wake_r, 1000, spin_until,
+                                                                           spin_from)
             except (OSError, ValueError) as exc:
                 loop.call_soon_threadsafe(finish, f"poll failed: {exc}")
                 return
+            if spin_until and t4 >= spin_until:
+                self._spin_ns = (0, 0)
             if wake_events:
-                return
+                # "x": the port is being closed; "s": a reply window opened (`send`).
+                if b"x" in os.read(wake_r, 64) or self.port is not port:
+                    return
+                continue
             if not port_events:
                 if not os.path.exists(self.path):
                     loop.call_soon_threadsafe(finish, "device node vanished")
@@ -363,17 +385,33 @@ class PortLink:
             self.last_error = f"consumer error: {exc!r}"
             raise
 
-    async def send(self, data: bytes) -> Optional[int]:
-        """Write a frame; returns T1 (raw ns after the last byte left) or None if the port is down."""
+    async def send(self, data: bytes, reply_window: Optional[tuple[int, int]] = None) -> Optional[int]:
+        """Write a frame; returns T1 (raw ns after the last byte left) or None if the port is down.
+
+        With `reply_window` (start, end ns after the write), the reader thread polls without
+        sleeping in that window: a reply that arrives in it is stamped on arrival, not a scheduler
+        wake-up later (tens of µs on an idle CPU, and on the back leg only)."""
         port = self.port
         if port is None:
             return None
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._writer, port.write_stamped, data)
+            return await loop.run_in_executor(self._writer, self._write, port, data, reply_window)
         except OSError as exc:
             self.last_error = str(exc)
             return None
+
+    def _write(self, port: SerialPort, data: bytes, reply_window: Optional[tuple[int, int]]) -> int:
+        wake_w = self._wake_w
+        if reply_window is not None and wake_w >= 0:
+            self._spinning.clear()
+            now = raw_ns()
+            self._spin_ns = (now + reply_window[0], now + reply_window[1])
+            os.write(wake_w, b"s")
+            # The reader is spinning before the frame goes out (or it woke late: then it simply
+            # stamps as it would have without the window).
+            self._spinning.wait(REPLY_SPIN_START_S)
+        return port.write_stamped(data)
 
     async def send_at(self, data: bytes, raw_target_ns: int) -> Optional[int]:
         """Write `data` starting at raw instant `raw_target_ns`; returns the start stamp or None."""

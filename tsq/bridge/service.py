@@ -37,6 +37,7 @@ class BridgeConfig:
     nmea_position: Optional[Tuple[float, float]] = None
     ping_interval_s: float = 1.0
     warmup_ping: bool = True        # an unmeasured ping 2 ms before each measured one (DeviceDriver)
+    reply_spin_ms: float = 5.0      # the longest reply window (DeviceDriver, PortLink.send)
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
     log_dir: Optional[str] = None
@@ -145,7 +146,8 @@ class Bridge:
         else:
             gap = WARMUP_GAP_S if self.config.warmup_ping else None
             driver = DeviceDriver(link, self.model, ping_interval_s=self.config.ping_interval_s,
-                                  log=self._log, warmup_gap_s=gap)
+                                  log=self._log, warmup_gap_s=gap,
+                                  reply_spin_max_ns=round(self.config.reply_spin_ms * 1e6))
         self.links.append(link)
         self.drivers.append(driver)
 

@@ -131,6 +131,7 @@ SCHEMA: Dict[Tuple[str, str], Tuple[str, Conv]] = {
     ("bridge", "link"): ("link", _str),
     ("bridge", "ping_interval"): ("ping_interval_s", _float),
     ("bridge", "single_ping"): ("single_ping", _bool),
+    ("bridge", "reply_spin_ms"): ("reply_spin_ms", _float),
     ("bridge", "nmea"): ("nmea", _bool),
     ("bridge", "nmea_position"): ("nmea_position", _position),
     ("bridge", "source"): ("source", _source),
