@@ -35,8 +35,9 @@ async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-def _bridge(paths: List[str]) -> Bridge:
-    return Bridge(BridgeConfig(ports=paths, ping_interval_s=0.2, backoff_initial_s=0.02, backoff_max_s=0.2),
+def _bridge(paths: List[str], reply_spin_ms: float = 0.0) -> Bridge:
+    return Bridge(BridgeConfig(ports=paths, ping_interval_s=0.2, backoff_initial_s=0.02, backoff_max_s=0.2,
+                               reply_spin_ms=reply_spin_ms),
                   SystemClockModel(assume_bound_ns=1000))
 
 
@@ -55,12 +56,14 @@ async def _run(bridge: Bridge, body: Callable[[], Any]) -> None:
             await task
 
 
-@pytest.mark.parametrize("extra", [(), ("--rx-spin-ms", "2000")], ids=["sleeping", "rx-spin"])
-def test_converges_and_stays_within_its_bound(extra: tuple[str, ...]) -> None:
-    # rx-spin: the stand-in polls its tty without sleeping (as benchmarks/bridge.py runs it)
+@pytest.mark.parametrize("extra, reply_spin_ms", [((), 0.0), (("--rx-spin-ms", "2000"), 0.0), ((), 5.0)],
+                         ids=["sleeping", "rx-spin", "reply-window"])
+def test_converges_and_stays_within_its_bound(extra: tuple[str, ...], reply_spin_ms: float) -> None:
+    # rx-spin: the stand-in polls its tty without sleeping (as benchmarks/bridge.py runs it);
+    # reply-window: the bridge watches for each PONG without sleeping (--reply-spin-ms)
     with tempfile.TemporaryDirectory() as d, SimulatedDevice(d, device_id=0xC0FFEE, drift_ppm=50,
                                                              offset_ms=7, binary=BINARY, extra=extra) as dev:
-        bridge = _bridge([dev.path])
+        bridge = _bridge([dev.path], reply_spin_ms)
 
         async def body() -> None:
             await _until(lambda: bridge.status()[0].state == "synchronised", 20, "synchronised")

@@ -295,17 +295,17 @@ def test_a_timescale_the_device_would_refuse_for_its_rate_is_withheld(ppm: float
 def test_the_reply_window_spans_the_recent_round_trips() -> None:
     s = DeviceSession("pty", FixedModel())
     s.opened()
-    assert s.reply_window_ns() is None            # no round trip yet: nothing to size it from
+    assert s.reply_window_ns(5_000_000) is None            # no round trip yet: nothing to size it from
     s.received(_hello(), 0)
     # round trips (T4 - T1) of 3.1, 1.3 and 2.0 ms
     _ping(s, NS, 1_000_100, 1_003_000, NS + 3_100_000)
     _ping(s, 2 * NS, 2_000_100, 2_001_000, 2 * NS + 1_300_000)
     _ping(s, 3 * NS, 3_000_100, 3_001_500, 3 * NS + 2_000_000)
-    assert s.reply_window_ns() == (1_000_000, 3_400_000)
+    assert s.reply_window_ns(5_000_000) == (1_000_000, 3_400_000)
     assert s.reply_window_ns(most_ns=1_500_000) == (1_000_000, 2_500_000)   # capped in length
     assert s.reply_window_ns(most_ns=0) is None   # switched off
     s2 = DeviceSession("pty", FixedModel())
     s2.opened()
     s2.received(_hello(), 0)
     _ping(s2, NS, 1_000_010, 1_000_020, NS + 60_000)   # a quick pty: the window opens at T1
-    assert s2.reply_window_ns() == (0, 360_000)
+    assert s2.reply_window_ns(5_000_000) == (0, 360_000)

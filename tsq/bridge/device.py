@@ -24,7 +24,6 @@ from tsq.sync.model import TimeModel
 
 REPLY_HISTORY = 16            # round trips the reply window is sized from
 REPLY_WINDOW_SLACK_NS = 300_000
-REPLY_WINDOW_MAX_NS = 5_000_000   # at most 0.5 % of a core at one ping a second
 
 NS_PER_S = 1_000_000_000
 
@@ -199,7 +198,7 @@ class DeviceSession:
         once). A frame written after this never waits behind the one before."""
         return self.serial_ns() + self.link.usb_frame_ns
 
-    def reply_window_ns(self, most_ns: int = REPLY_WINDOW_MAX_NS) -> Optional[tuple[int, int]]:
+    def reply_window_ns(self, most_ns: int) -> Optional[tuple[int, int]]:
         """When after a measured PING to watch for its PONG without sleeping, (start, end) in ns
         after T1: from a little before the quickest of the recent round trips to a little after the
         slowest, at most `most_ns` long (None: no history yet, or `most_ns` 0). A reply in the

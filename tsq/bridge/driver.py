@@ -18,7 +18,6 @@ from typing import Any, Optional
 from tsq.bridge import portinfo
 from tsq.bridge.device import (
     NS_PER_S,
-    REPLY_WINDOW_MAX_NS,
     WARMUP_GAP_S,
     Accepted,
     Codec,
@@ -50,7 +49,7 @@ class DeviceDriver:
     def __init__(self, link: PortLink, model: TimeModel, ping_interval_s: float = 1.0,
                  log: Optional[FieldLogLike] = None, codec: Optional[Codec] = None,
                  warmup_gap_s: Optional[float] = WARMUP_GAP_S,
-                 reply_spin_max_ns: int = REPLY_WINDOW_MAX_NS) -> None:
+                 reply_spin_max_ns: int = 0) -> None:
         self.link = link
         self.reply_spin_max_ns = reply_spin_max_ns
         # The link profile (the session's `link`): the one named by `link.link`, or detected now

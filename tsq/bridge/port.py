@@ -3,7 +3,9 @@
 pyserial opens and configures the port (baud, 8N1, raw mode, exclusive lock); after that the bridge
 works on the file descriptor itself. A reader thread per port blocks in poll() and stamps the raw
 clock the moment bytes are readable (T4 is "when the bytes arrived", not "when the event loop got
-round to them"), then hands (bytes, raw ns) to the event loop. Writes go out from a single-thread
+round to them"), then hands (bytes, raw ns) to the event loop. Around when a measured PING's PONG is
+due it polls without sleeping (`PortLink.send(reply_window=...)`), so T4 does not carry the
+scheduler's wake-up either. Writes go out from a single-thread
 executor per port: stamp (T1) and write, then `tcdrain` until the last byte left the UART. Both
 stamps are taken next to the syscall by `tsq.clock` (in C with the GIL released on the Cython
 backend), so a thread never stamps late because another held the GIL.
@@ -142,9 +144,14 @@ class SerialPort:
             if t1 is None:
                 t1 = stamp
             view = view[n:]
-        if t1 is not None and not view:
-            # Off the CPU at once, tcdrain after (see below): even tcdrain's return to Python was
-            # enough to delay the forward leg's kernel work behind this thread.
+        if t1 is not None:
+            # Stay off the CPU for a moment, at once: the bridge's own work after a write (returning
+            # the stamp, waking the event loop, even tcdrain's return to Python) would otherwise
+            # delay whatever must run to carry the frame to the device and answer it (the pty's and
+            # the USB driver's kernel work, a host-simulated device), on the forward leg only.
+            # Measured on a 2-core VM with the posix firmware: ~30 µs at the minimum with no pause
+            # (a -17 µs bias on the device); -4 to -5 µs with the pause after tcdrain; +0.8 µs with
+            # it before. Writes are a few per second, so this costs nothing.
             left = QUIET_AFTER_WRITE_NS - (raw_ns() - t1)
             if left > 0:
                 time.sleep(left / 1e9)
@@ -152,18 +159,7 @@ class SerialPort:
             termios.tcdrain(self.fd)
         except termios.error as exc:
             raise PortGone(errno.EIO, f"{self.path}: tcdrain failed: {exc}") from exc
-        if t1 is None:
-            return raw_ns()
-        # Stay off the CPU for a moment: the bridge's own bookkeeping after a write (returning the
-        # stamp, waking the event loop) would otherwise delay whatever must run to carry the frame
-        # to the device and answer it (the pty's and the USB driver's kernel work, a host-simulated
-        # device), on the forward leg only. Measured on a 2-core VM with the posix firmware: that
-        # one-sided delay was ~30 µs at the minimum (a -17 µs bias on the device); quiet for 1 ms,
-        # both legs' minima agree to a few µs. Writes are a few per second, so this costs nothing.
-        left = QUIET_AFTER_WRITE_NS - (raw_ns() - t1)
-        if left > 0:
-            time.sleep(left / 1e9)
-        return t1
+        return raw_ns() if t1 is None else t1
 
     def write_at(self, data: bytes, raw_target_ns: int) -> int:
         """Write `data` so its first byte leaves at raw instant `raw_target_ns`; returns the start stamp.

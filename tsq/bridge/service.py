@@ -37,7 +37,7 @@ class BridgeConfig:
     nmea_position: Optional[Tuple[float, float]] = None
     ping_interval_s: float = 1.0
     warmup_ping: bool = True        # an unmeasured ping 2 ms before each measured one (DeviceDriver)
-    reply_spin_ms: float = 5.0      # the longest reply window (DeviceDriver, PortLink.send)
+    reply_spin_ms: float = 0.0      # the longest reply window (DeviceDriver, PortLink.send); 0: off
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
     log_dir: Optional[str] = None

@@ -51,8 +51,9 @@ def add_device_arguments(p: argparse.ArgumentParser, ports_help: str) -> None:
                           "warm-up ping, which removes a one-sided delay of an idle line (docs/bridge.md)")
     dev.add_argument("--reply-spin-ms", dest="reply_spin_ms", type=float, metavar="MS",
                      help="watch for each PONG without sleeping, in a window of at most MS around when "
-                          "the recent ones came, so it is stamped on arrival, not a wake-up later "
-                          "(default 5: at most 0.5 %% of a core per device at 1 ping/s; 0: off)")
+                          "the recent ones came, so it is stamped on arrival, not a scheduler wake-up "
+                          "later (costs up to MS of a core per ping; default 0: off; for a gateway with "
+                          "cores to spare, docs/bridge.md)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -55,7 +55,7 @@ class SyncConfig:
     link: Optional[str] = None         # link type of every port; None: detect (tsq.bridge)
     ping_interval_s: float = 1.0
     single_ping: bool = False
-    reply_spin_ms: float = 5.0         # the PONG watched for without sleeping (tsq.bridge.port)
+    reply_spin_ms: float = 0.0         # the PONG watched for without sleeping (tsq.bridge.port); 0: off
     nmea: bool = False
     nmea_position: Optional[Tuple[float, float]] = None
     source: str = "engine"             # the devices' time: "engine" (the servers) | "system"
