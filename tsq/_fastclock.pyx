@@ -665,8 +665,6 @@ def wait_readable_stamped(int fd, int wake_fd, int timeout_ms, int64_t spin_unti
         while rc == 0 and t < spin_until_ns:
             rc = poll(fds, 2, 0)
             _gettime(c_CLOCK_MONOTONIC_RAW, &t)
-            if rc != 0:
-                break
         if rc == 0:
             rc = poll(fds, 2, timeout_ms)
             _gettime(c_CLOCK_MONOTONIC_RAW, &t)

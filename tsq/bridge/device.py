@@ -208,12 +208,18 @@ class DeviceSession:
         start = max(0, min(self._round_trips) - REPLY_WINDOW_SLACK_NS)
         return start, min(max(self._round_trips) + REPLY_WINDOW_SLACK_NS, start + most_ns)
 
-    def line_minimums(self) -> tuple[int, int]:
-        """(forward, back): the least time the link takes from T1 to T2 and from T3 to T4, in ns."""
+    def nominal_minimums(self) -> tuple[int, int]:
+        """(forward, back) at the nominal baud: the frame's serialisation, and on the back leg the
+        link's fixed receive delay too, in ns (the estimate's anchors)."""
         serial = self.serial_ns()
-        back = serial + self.link.fixed_rx_delay_ns(self.frame_bytes, self.baud)
+        return serial, serial + self.link.fixed_rx_delay_ns(self.frame_bytes, self.baud)
+
+    def line_minimums(self) -> tuple[int, int]:
+        """(forward, back): the least time the link takes from T1 to T2 and from T3 to T4, in ns
+        (the nominal ones shortened by the baud tolerance: the bound's)."""
+        out, back = self.nominal_minimums()
         keep = max(0.0, 1.0 - self.baud_tolerance)
-        return int(serial * keep), int(back * keep)
+        return int(out * keep), int(back * keep)
 
     def set_link(self, link: links.LinkProfile, baud: int) -> None:
         """The port reopened on another kind of link (a by-id path now names another adapter): new
@@ -222,11 +228,10 @@ class DeviceSession:
         self.min_out_ns, self.min_back_ns = self.line_minimums()
 
     def _new_fit(self, tick_hz: int) -> FeasibleFit:
+        out, back = self.nominal_minimums()
         return FeasibleFit(tick_hz, self.min_out_ns, self.min_back_ns, wander_ppb=self.wander_ppb,
                            horizon_ns=max(1, self.ping_interval_ns), anchor=self.link.anchor,
-                           anchor_out_ns=self.serial_ns(), usb_frame_ns=self.link.usb_frame_ns,
-                           anchor_back_ns=self.serial_ns() + self.link.fixed_rx_delay_ns(self.frame_bytes,
-                                                                                          self.baud))
+                           anchor_out_ns=out, usb_frame_ns=self.link.usb_frame_ns, anchor_back_ns=back)
 
     # -- events from the port -------------------------------------------------------------------
     def opened(self) -> list[bytes]:

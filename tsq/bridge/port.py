@@ -3,9 +3,9 @@
 pyserial opens and configures the port (baud, 8N1, raw mode, exclusive lock); after that the bridge
 works on the file descriptor itself. A reader thread per port blocks in poll() and stamps the raw
 clock the moment bytes are readable (T4 is "when the bytes arrived", not "when the event loop got
-round to them"), then hands (bytes, raw ns) to the event loop. Around when a measured PING's PONG is
-due it polls without sleeping (`PortLink.send(reply_window=...)`), so T4 does not carry the
-scheduler's wake-up either. Writes go out from a single-thread
+round to them"), then hands (bytes, raw ns) to the event loop. Asked to (`PortLink.send(reply_window=
+...)`, the bridge's `--reply-spin-ms`), it polls without sleeping around when a PONG is due, so T4
+does not carry the scheduler's wake-up either. Writes go out from a single-thread
 executor per port: stamp (T1) and write, then `tcdrain` until the last byte left the UART. Both
 stamps are taken next to the syscall by `tsq.clock` (in C with the GIL released on the Cython
 backend), so a thread never stamps late because another held the GIL.
@@ -344,8 +344,10 @@ class PortLink:
                 gone.set_result(reason)
 
         while True:
+            # A window already over needs no clearing: the poll spins only while it is still ahead.
+            # (Clearing it here raced with `_write`: a window set while this thread slept was wiped.)
             spin_from, spin_until = self._spin_ns
-            if spin_until:
+            if spin_until > raw_ns():
                 self._spinning.set()
             try:
                 # Stamped in C as poll() returns, before this thread needs the GIL again.
@@ -354,8 +356,6 @@ class PortLink:
             except (OSError, ValueError) as exc:
                 loop.call_soon_threadsafe(finish, f"poll failed: {exc}")
                 return
-            if spin_until and t4 >= spin_until:
-                self._spin_ns = (0, 0)
             if wake_events:
                 # "x": the port is being closed; "s": a reply window opened (`send`).
                 if b"x" in os.read(wake_r, 64) or self.port is not port:
