@@ -7,6 +7,8 @@ CLOCK_MONOTONIC_RAW is known at every instant (bracketing reads of both clocks).
 - kernel-stamped TSQ, interleaved T3 (the default sample: `TsqClient.sample()`), datagram and stream;
 - the same with `paired=True` (two exchanges back to back per sample; the warm second one is used);
 - kernel-stamped TSQ, basic T3 (stamped in the packet + measured stamp-to-wire minimum);
+- the datagram rows again against a server with `--no-fast-path` (answers built by aioquic's
+  generic packet path instead of tsq.quic.fast_exchange), for the before/after;
 - user-space-stamped TSQ (server `--user-stamps`, client `kernel_stamps=False`): the straightforward way;
 - chrony (`chronyd -x`, never touches the clock) server + client with `xleave` at minpoll -6, from
   its measurements log, when chronyd is installed.
@@ -185,16 +187,21 @@ def main() -> int:
           f"errors are sample offset minus the true offset (0 on one host)")
     results: Dict[str, str] = {}
     configs = [
-        ("TSQ datagram, kernel stamps, interleaved T3", "datagram", True, True, False),
-        ("TSQ stream,   kernel stamps, interleaved T3", "stream", True, True, False),
-        ("TSQ datagram, kernel, interleaved, warm pair", "datagram", True, True, True),
-        ("TSQ datagram, kernel stamps, basic T3", "datagram", True, False, False),
-        ("TSQ stream,   kernel stamps, basic T3", "stream", True, False, False),
-        ("TSQ datagram, user-space stamps", "datagram", False, False, False),
-        ("TSQ stream,   user-space stamps", "stream", False, False, False),
+        ("TSQ datagram, kernel stamps, interleaved T3", "datagram", "kernel", True, False),
+        ("TSQ stream,   kernel stamps, interleaved T3", "stream", "kernel", True, False),
+        ("TSQ datagram, kernel, interleaved, warm pair", "datagram", "kernel", True, True),
+        ("TSQ datagram, kernel stamps, basic T3", "datagram", "kernel", False, False),
+        ("TSQ stream,   kernel stamps, basic T3", "stream", "kernel", False, False),
+        # The same server without its DATAGRAM fast path: the answers aioquic's generic path builds.
+        ("TSQ datagram, interleaved T3, --no-fast-path", "datagram", "generic", True, False),
+        ("TSQ datagram, basic T3, --no-fast-path", "datagram", "generic", False, False),
+        ("TSQ datagram, user-space stamps", "datagram", "user", False, False),
+        ("TSQ stream,   user-space stamps", "stream", "user", False, False),
     ]
-    for kernel in (True, False):
-        proc, port, pin = start_server([] if kernel else ["--user-stamps"])
+    servers = {"kernel": [], "generic": ["--no-fast-path"], "user": ["--user-stamps"]}
+    for server, server_args in servers.items():
+        kernel = server != "user"
+        proc, port, pin = start_server(server_args)
         relay = None
         try:
             target = port
@@ -205,11 +212,11 @@ def main() -> int:
                     stdout=subprocess.PIPE, text=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
                 assert relay.stdout is not None
                 target = int(relay.stdout.readline().split()[1].rsplit(":", 1)[1])
-            for name, mode, k, interleaved, paired in configs:
-                if k != kernel:
+            for name, mode, which, interleaved, paired in configs:
+                if which != server:
                     continue
                 errs, delays, fails = asyncio.run(
-                    tsq_errors(target, pin, mode, args.count, args.interval, kernel=k,
+                    tsq_errors(target, pin, mode, args.count, args.interval, kernel=kernel,
                                interleaved=interleaved, paired=paired))
                 results[name] = row(name, errs, delays, fails)
                 print(results[name], flush=True)

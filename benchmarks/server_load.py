@@ -494,6 +494,8 @@ def main() -> int:
         "aioquic asyncio baseline": [sys.executable, os.path.abspath(__file__), "--serve-baseline",
                                      "24433", cert, key],
     }
+    # The same TSQ server without its DATAGRAM fast path (tsq.quic.fast_exchange), in the load cells.
+    generic = {"tsq --no-fast-path": [*tsq_cmd, "--no-fast-path"]}
     print(f"clock backend {clock.BACKEND}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     try:
         if "load" in sections:
@@ -502,7 +504,7 @@ def main() -> int:
             # reports the median of its rounds and the ratio of the two servers' medians.
             print(f"\n{'server':<26} {'mode':<9} {'conns':>5} {'exch/s':>9} {'server CPU':>10} "
                   f"{'exch/CPU-s':>11}   (median of {args.rounds} alternating rounds)")
-            running = {name: start(cmd) for name, cmd in servers.items()}
+            running = {name: start(cmd) for name, cmd in {**servers, **generic}.items()}
             try:
                 for mode in ("datagram", "stream"):
                     for n in conns:
@@ -516,9 +518,11 @@ def main() -> int:
                             best = sorted(results, key=lambda r: r[0] / max(r[3], 1e-9))[len(results) // 2]
                             medians[name] = best[0] / max(best[3], 1e-9)
                             row(name, mode, n, *best)
-                        ratio = medians["tsq server"] / max(medians["aioquic asyncio baseline"], 1e-9)
-                        print(f"{'  ratio tsq/aioquic':<26} {mode:<9} {n:>5} {'':>9} {'':>10} "
-                              f"{ratio:>10.2f}x", flush=True)
+                        base = max(medians["aioquic asyncio baseline"], 1e-9)
+                        for label, name in (("tsq/aioquic", "tsq server"), ("no-fast-path/aioquic",
+                                                                             "tsq --no-fast-path")):
+                            print(f"{'  ratio ' + label:<26} {mode:<9} {n:>5} {'':>9} {'':>10} "
+                                  f"{medians[name] / base:>10.2f}x", flush=True)
             finally:
                 for proc, _ in running.values():
                     stop(proc)

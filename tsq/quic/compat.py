@@ -12,6 +12,9 @@ decrypts before any connection state exists, a stateless CONNECTION_CLOSE in an 
 concurrent streams, ACKs that ride on the response instead of an ACK-only packet 1 ms later, and
 breaking aioquic's own reference cycles so a finished connection is freed at once.
 
+The server's DATAGRAM fast path, which reads and writes aioquic's per-packet state directly, lives
+beside this module in tsq.quic.fast_exchange (its own capability flag, `fast_exchange`).
+
 Each accessor returns None / False when the attribute is not where this version keeps it: the
 capability is then off (stamps fall back to before the packet is built, a pin cannot be checked and
 the connection is refused, datagrams are not used), and nothing breaks. The version is checked once
@@ -35,6 +38,8 @@ from aioquic import tls
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicHeader, QuicPacketType, pull_quic_header
+
+from tsq.quic import fast_exchange
 
 try:
     from aioquic.quic.crypto import CryptoPair, NoCallback
@@ -504,6 +509,7 @@ class Capabilities:
     stateless_close: bool  # refusals and bad tokens answered with CONNECTION_CLOSE at once
     bounded_windows: bool  # stream windows fixed, few streams, ACK on the response
     handshake_trim: bool   # the handshake's scratch buffers freed once it is complete
+    fast_exchange: bool    # DATAGRAM exchanges past aioquic's generic packet path
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -519,7 +525,8 @@ def capabilities() -> Capabilities:
         datagram_params=hasattr(quic, "_remote_max_datagram_frame_size"),
         stateless_close=stateless_close(1, bytes(8), bytes(8), 0x2) is not None,
         bounded_windows=all(bound_connection(quic, max_streams_bidi=4).__dict__.values()),
-        handshake_trim=_Buffer is not None and hasattr(tls.Epoch, "ONE_RTT"))
+        handshake_trim=_Buffer is not None and hasattr(tls.Epoch, "ONE_RTT"),
+        fast_exchange=fast_exchange.supported(quic))
 
 
 def _instance_has_peer_cert() -> bool:

@@ -149,6 +149,20 @@ class QuicDriver:
         self._arm_timer()
         return result
 
+    def send_built(self, packet: bytes) -> Optional[Flushed]:
+        """Send one datagram the fast path built and registered (tsq.quic.fast_exchange): it is the
+        marked one. The timer is re-armed, as after a flush."""
+        if self.closed:
+            return None
+        sent_raw = clock.raw_ns()
+        key = self.endpoint.send(packet, self.addr)
+        self._arm_timer()
+        return Flushed(found=True, tx_key=key, sent_raw=sent_raw)
+
+    def rearm(self) -> None:
+        """Re-arm the timer from aioquic's state (after it changed without a flush)."""
+        self._arm_timer()
+
     def _arm_timer(self) -> None:
         if self.closed:
             return

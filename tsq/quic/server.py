@@ -39,8 +39,9 @@ from aioquic.quic.packet import (
 from aioquic.tls import SessionTicket
 
 from tsq import clock, wire
-from tsq.quic import compat
-from tsq.quic.driver import QuicDriver
+from tsq.quic import compat, fast_exchange
+from tsq.quic.driver import Flushed, QuicDriver
+from tsq.quic.fast_exchange import FastExchange
 from tsq.quic.retry import TOKEN_LIFETIME_S, RetryTokens
 from tsq.quic.transport import Address, UdpEndpoint, open_udp_socket
 from tsq.quic.trust import server_configuration
@@ -179,6 +180,7 @@ class ServerConfig:
     retry_secret: Optional[bytes] = None  # Retry-token HMAC key (None: random per process)
     token_lifetime_s: float = TOKEN_LIFETIME_S
     batch_io: bool = True                 # recvmmsg/sendmmsg where the platform has them
+    fast_path: bool = True                # DATAGRAM exchanges past aioquic's generic path (fast_exchange)
 
     def policy(self) -> ServerPolicy:
         return ServerPolicy(
@@ -197,6 +199,7 @@ class _Conn:
     cids: Set[bytes] = field(default_factory=set)
     closed: bool = False
     flushed: bool = False     # the last thing done for the packet being handled was a flush
+    fast: Optional[FastExchange] = None   # once the handshake is done (tsq.quic.fast_exchange)
 
 
 class TicketStore:
@@ -332,9 +335,20 @@ class TsqServer:
         conn.addr = addr
         conn.driver.addr = addr
         conn.flushed = False
-        conn.quic.receive_datagram(data, addr, now=self._loop.time())
-        self._process_events(conn, self.served.from_realtime(rx_realtime))
+        now = self._loop.time()
+        carried = conn.fast.receive(data, addr, now) if conn.fast is not None else None
+        t2_unix = self.served.from_realtime(rx_realtime)
+        if carried is None:
+            conn.quic.receive_datagram(data, addr, now=now)
+        else:
+            self.stats.fast_received += 1
+            for message in carried:  # what aioquic would have queued as DatagramFrameReceived
+                self._act(conn, conn.session.datagram_received(message, t2_unix, now))
+        self._process_events(conn, t2_unix)
         if conn.closed or conn.flushed:  # an answer's flush took everything (its ACK included)
+            return
+        if carried is not None and conn.fast is not None and conn.fast.nothing_to_send():
+            conn.driver.rearm()  # an ACK-only packet: no flush, but the loss timer has moved
             return
         if self._endpoint.batching:
             self._touched[id(conn)] = conn  # flushed once at the end of the receive batch
@@ -473,6 +487,8 @@ class TsqServer:
                 actions = session.stream_data(event.stream_id, event.data, event.end_stream, t2_unix)
             elif isinstance(event, events.HandshakeCompleted):
                 compat.trim_after_handshake(conn.quic)
+                if self.config.fast_path and fast_exchange.supported(conn.quic):
+                    conn.fast = FastExchange(conn.quic)
                 actions = session.handshake_completed(event.alpn_protocol)
             elif isinstance(event, events.ConnectionIdIssued):
                 conn.cids.add(event.connection_id)
@@ -521,16 +537,25 @@ class TsqServer:
         def stamp(buf: bytearray, offset: int) -> int:
             return clock.stamp_ntp64(buf, offset, self.served.clock_id, add_ns) - comp
 
-        stamper = conn.driver.stamper
-        stamper.arm(needle, builder.send_ts_offset, stamp if plan.late else None)
-        if plan.stream_id is None:
-            conn.quic.send_datagram_frame(payload)
+        fast = None
+        if conn.fast is not None and plan.stream_id is None:
+            fast = conn.fast.send(payload, conn.driver.now(), builder.send_ts_offset,
+                                  stamp if plan.late else None)
+        if fast is not None:
+            self.stats.fast_answers += 1
+            flushed: Optional[Flushed] = conn.driver.send_built(fast[0])
+            stamped = fast[1]
         else:
-            conn.quic.send_stream_data(plan.stream_id, payload, end_stream=True)
-        flushed = conn.driver.flush(marked=True)
+            stamper = conn.driver.stamper
+            stamper.arm(needle, builder.send_ts_offset, stamp if plan.late else None)
+            if plan.stream_id is None:
+                conn.quic.send_datagram_frame(payload)
+            else:
+                conn.quic.send_stream_data(plan.stream_id, payload, end_stream=True)
+            flushed = conn.driver.flush(marked=True)
+            stamped = stamper.stamped_realtime_ns
+            stamper.disarm()
         conn.flushed = True
-        stamped = stamper.stamped_realtime_ns
-        stamper.disarm()
         if flushed is not None and flushed.found and flushed.tx_key is not None:
             if stamped is None:
                 stamped = first - comp  # T3 as first stamped (signed, or no late hook)

@@ -72,6 +72,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="stamp in user space, not with kernel timestamps (for comparison only)")
     p.add_argument("--no-compensate", action="store_true",
                    help="do not add the measured stamp-to-wire delay to T3")
+    p.add_argument("--no-fast-path", action="store_true",
+                   help="answer DATAGRAM requests through aioquic's generic packet path only (the fast "
+                        "path's A/B comparison; see docs/quic.md)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S, metavar="SECONDS",
                    help="forget a connection silent this long (default %(default)g: two polls at "
@@ -130,7 +133,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         max_connections_per_source=args.max_connections_per_source,
         rate_per_source=args.rate_per_source, rate_burst=max(1.0, 2 * args.rate_per_source),
         stats_interval_s=args.stats_interval, log_addresses=args.log_addresses,
-        reuse_port=args.workers > 1, idle_timeout_s=args.idle_timeout,
+        reuse_port=args.workers > 1, idle_timeout_s=args.idle_timeout, fast_path=not args.no_fast_path,
         # One secret for all workers: a Retry from one is accepted by every other.
         retry_secret=os.urandom(32),
     )

@@ -72,7 +72,9 @@ class ServerStats:
     whose token was bad, expired or for another address, `unvalidated_dropped` datagrams that
     created nothing (too small for an Initial, undecryptable, for no known connection),
     `connections_refused` validated peers over a limit (told CONNECTION_REFUSED at once),
-    `closed_by_error` connections aioquic closed for a protocol error (flow control, stream limit)."""
+    `closed_by_error` connections aioquic closed for a protocol error (flow control, stream limit).
+    `fast_received` / `fast_answers`: packets read and answers sent by the DATAGRAM fast path
+    (tsq.quic.fast_exchange) instead of aioquic's generic path."""
 
     connections_opened: int = 0
     connections_refused: int = 0
@@ -88,6 +90,8 @@ class ServerStats:
     rate_limited: int = 0
     oversized: int = 0
     handler_failures: int = 0
+    fast_received: int = 0
+    fast_answers: int = 0
 
     def snapshot(self) -> Dict[str, int]:
         return dict(self.__dict__)
