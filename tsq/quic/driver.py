@@ -26,6 +26,7 @@ from tsq.quic import compat
 from tsq.quic.transport import Address, UdpEndpoint
 
 TAG_BYTES = 16   # AES-GCM and ChaCha20-Poly1305 tags: unique per packet
+EARLY_S = 0.0005  # a timer firing this much before aioquic's deadline only re-arms
 
 
 class PacketStamper:
@@ -167,7 +168,10 @@ class QuicDriver:
         if self.closed:
             return
         at = self.quic.get_timer()
-        if at == self._timer_at and self._timer is not None:
+        if self._timer is not None and self._timer_at is not None and at is not None and at >= self._timer_at:
+            # A deadline that moved later (the idle and loss timers after each exchange): the armed
+            # timer fires first and `_fire` re-arms for the new one, instead of a cancel and a new
+            # timer per packet.
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -181,7 +185,13 @@ class QuicDriver:
         self._timer_at = None
         if self.closed:
             return
-        self.quic.handle_timer(now=self._loop.time())
+        now = self._loop.time()
+        at = self.quic.get_timer()
+        if at is not None and at > now + EARLY_S:  # armed for a deadline that has since moved on
+            self._timer_at = at
+            self._timer = self._loop.call_at(at, self._fire)
+            return
+        self.quic.handle_timer(now=now)
         self._on_timer()
         if not self.closed:
             self.flush()

@@ -252,6 +252,7 @@ class TsqServer:
         self._per_source: Dict[str, int] = {}
         self._pending_tx: Dict[int, Tuple[_Conn, bytes, int, StampPath]] = {}
         self._touched: Dict[int, _Conn] = {}
+        self._drain_due = False   # an answer's TX stamp is waiting to be read (batching)
         self._endpoint: Optional[UdpEndpoint] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stats_task: Optional[asyncio.Task[None]] = None
@@ -360,6 +361,9 @@ class TsqServer:
         for conn in touched.values():
             if not conn.closed:
                 conn.driver.flush()
+        if self._drain_due and self._endpoint is not None:
+            self._drain_due = False
+            self._endpoint.drain_tx_stamps()
 
     def _route_long(self, data: bytes, addr: Address) -> Optional[_Conn]:
         """The connection a long-header datagram belongs to; a new one only for a validated
@@ -563,7 +567,10 @@ class TsqServer:
             if len(self._pending_tx) > 1024:
                 self._pending_tx.clear()
             assert self._endpoint is not None
-            self._endpoint.drain_tx_stamps()
+            if self._endpoint.batching:
+                self._drain_due = True   # once at the end of the receive batch (`_flush_touched`)
+            else:
+                self._endpoint.drain_tx_stamps()
 
     def _on_tx_stamp(self, key: int, tx_realtime: int) -> None:
         entry = self._pending_tx.pop(key, None)
