@@ -470,8 +470,9 @@ def raw_attack(port: int, conns: int, out_of_order: bool) -> List[socket.socket]
 def row(name: str, mode: str, n: int, answered: int, failed: int, wall: float, cpu: float,
         discarded: int = 0) -> None:
     why = f" ({FAILURES[-1]})" if failed and FAILURES else ""
-    # The baseline stamps T3 in user space before its packet is built: on loopback its answer can
-    # land before the request's departure, which the client discards (draft §6.6) but still counts.
+    # An answer whose basic T3 (stamped before the packet left, plus the measured stamp-to-wire
+    # minimum) lands after its real departure makes a loopback round trip non-positive: the client
+    # discards it (draft §6.6) and the load counts it as answered.
     invalid = f"  {discarded} answers failed the client's §6.6 checks" if discarded else ""
     print(f"{name:<26} {mode:<9} {n:>5} {answered / wall:>9.0f} {cpu / wall * 100:>9.0f}% "
           f"{answered / max(cpu, 1e-9):>11.0f}" + (f"  failed {failed}{why}" if failed else "") + invalid,
@@ -518,7 +519,7 @@ def main() -> int:
             try:
                 for mode in ("datagram", "stream"):
                     for n in conns:
-                        runs: Dict[str, List[Tuple[int, int, float, float, int]]] = {name: [] for name in running}
+                        runs: Dict[str, List[Tuple[int, int, float, float, int]]] = {n: [] for n in running}
                         for _ in range(args.rounds):
                             for name, (proc, port) in running.items():
                                 result = asyncio.run(drive(port, pin, n, mode, args.seconds, proc.pid))

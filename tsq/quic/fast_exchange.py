@@ -28,7 +28,7 @@ from typing import Any, Callable, List, Optional, Tuple
 try:
     from aioquic import tls
     from aioquic._buffer import Buffer, BufferReadError
-    from aioquic._crypto import CryptoError
+    from aioquic._crypto import CryptoError, HeaderProtection
     from aioquic.quic.connection import QuicConnectionError, QuicConnectionState
     from aioquic.quic.packet import QuicPacketType, decode_packet_number, pull_ack_frame, push_ack_frame
     from aioquic.quic.packet_builder import QuicSentPacket
@@ -65,19 +65,27 @@ Stamp = Callable[[bytearray, int], int]
 
 def supported(quic: Any) -> bool:
     """Whether this connection has every attribute the fast path reads and writes."""
-    return _IMPORTED and all(hasattr(quic, name) for name in _NEEDED)
+    return (_IMPORTED and callable(getattr(HeaderProtection, "_mask", None))
+            and all(hasattr(quic, name) for name in _NEEDED))
 
 
 class FastExchange:
     """The fast path of one server connection: `receive` a request packet, `send` a response."""
 
-    __slots__ = ("_cid_end", "max_frame", "quic")
+    __slots__ = ("_cid_end", "_pair", "_space", "_zero_rtt_gone", "max_frame", "quic")
 
     def __init__(self, quic: Any) -> None:
         self.quic = quic
         limit = quic._configuration.max_datagram_frame_size
         self.max_frame = int(limit) if limit else 0
         self._cid_end = 1 + len(quic.host_cid)
+        # aioquic keeps one 1-RTT packet space and one 1-RTT CryptoPair per connection for its
+        # life (a key update changes the pair's contexts, not the pair): looked up once, not per
+        # packet (each lookup hashes an Enum in Python); tests/quic/test_fast_exchange.py checks
+        # that they still are after exchanges and a key update.
+        self._space = quic._spaces[tls.Epoch.ONE_RTT]
+        self._pair = quic._cryptos.get(tls.Epoch.ONE_RTT)
+        self._zero_rtt_gone = False
 
     def _steady(self, addr: Any) -> Any:
         """The 1-RTT CryptoPair when the connection is in the steady state both directions need."""
@@ -88,7 +96,7 @@ class FastExchange:
         paths = quic._network_paths
         if len(paths) != 1 or not paths[0].is_validated or paths[0].addr != addr:
             return None
-        pair = quic._cryptos.get(tls.Epoch.ONE_RTT)
+        pair = self._pair
         if pair is None or pair.recv.aead is None or pair.send.aead is None or pair._update_key_requested:
             return None
         return pair
@@ -106,23 +114,28 @@ class FastExchange:
         pair = self._steady(addr)
         if pair is None:
             return None
-        zero_rtt = quic._cryptos.get(tls.Epoch.ZERO_RTT)
-        if zero_rtt is not None and zero_rtt.recv.aead is not None:
-            return None  # the first 1-RTT packet tears the 0-RTT keys down: aioquic does that
+        if not self._zero_rtt_gone:
+            zero_rtt = quic._cryptos.get(tls.Epoch.ZERO_RTT)
+            if zero_rtt is not None and zero_rtt.recv.aead is not None:
+                return None  # the first 1-RTT packet tears the 0-RTT keys down: aioquic does that
+            self._zero_rtt_gone = True   # no 0-RTT keys come back once the handshake is confirmed
         recv = pair.recv
-        try:
-            plain_header, truncated = recv.hp.remove(data, end)
-        except CryptoError:
-            return None
-        first = plain_header[0]
+        # Header protection (RFC 9001 §5.4), as aioquic's HeaderProtection.remove without copying
+        # the whole packet: the mask from the sample 4 bytes after the packet number's start.
+        mask = recv.hp._mask(data[end + 4:end + 20])
+        first = data[0] ^ (mask[0] & 0x1F)
         if first & _RESERVED_1RTT or (first & _KEY_PHASE_BIT) >> 2 != recv.key_phase:
             return None  # a protocol violation to close on, or a key update: aioquic's
-        space = quic._spaces[tls.Epoch.ONE_RTT]
-        pn = decode_packet_number(truncated, ((first & 0x03) + 1) * 8, space.expected_packet_number)
+        pn_length = (first & 0x03) + 1
+        pn_end = end + pn_length
+        truncated = int.from_bytes(bytes(b ^ m for b, m in zip(data[end:pn_end], mask[1:])), "big")
+        plain_header = bytes((first,)) + data[1:end] + truncated.to_bytes(pn_length, "big")
+        space = self._space
+        pn = decode_packet_number(truncated, pn_length * 8, space.expected_packet_number)
         if pn in space.received_packets:
             return []
         try:
-            payload = recv.aead.decrypt(data[len(plain_header):], plain_header, pn)
+            payload = recv.aead.decrypt(data[pn_end:], plain_header, pn)
         except CryptoError:
             return []
         frames = self._parse(payload)
@@ -165,8 +178,7 @@ class FastExchange:
         say by a loss the ACK revealed), so the caller only re-arms the timer."""
         quic = self.quic
         paths = quic._network_paths
-        return (bool(paths) and quic._spaces[tls.Epoch.ONE_RTT].ack_at is None
-                and self._nothing_else_pending(paths[0]))
+        return bool(paths) and self._space.ack_at is None and self._nothing_else_pending(paths[0])
 
     def _parse(self, payload: bytes) -> Optional[Tuple[List[Tuple[Any, int]], List[bytes], bool]]:
         """The ACKs and DATAGRAMs of a payload of only PADDING, PING, ACK and DATAGRAM frames; None
@@ -223,7 +235,7 @@ class FastExchange:
         loss = quic._loss
         if loss._pacer.next_send_time(now=now) is not None:
             return None
-        space = quic._spaces[tls.Epoch.ONE_RTT]
+        space = self._space
         pn = quic._packet_number
         peer_cid = quic._peer_cid.cid
         header = bytes((_FIXED_BIT | (_SPIN_BIT if quic._spin_bit else 0) | (pair.send.key_phase << 2)
@@ -279,8 +291,15 @@ class FastExchange:
         quic = self.quic
         if (quic._datagrams_pending or quic._ping_pending or quic._probe_pending
                 or quic._handshake_done_pending or path.remote_challenges or quic._retire_connection_ids
-                or quic._streams_blocked_pending or quic._streams_queue):
+                or quic._streams_blocked_pending):
             return False
+        for stream in quic._streams_queue:
+            # A stream answered but not yet acknowledged is a no-op for aioquic's packet builder; one
+            # that is finished (to be discarded), or has data, STOP_SENDING or RESET_STREAM to send
+            # is not.
+            if (stream.is_finished or stream.receiver.stop_pending or stream.sender.reset_pending
+                    or not (stream.is_blocked or stream.sender.buffer_is_empty)):
+                return False
         if any(not cid.was_sent for cid in quic._host_cids):
             return False
         max_data = quic._local_max_data

@@ -462,6 +462,7 @@ class TsqServer:
         if conn.closed:
             return
         conn.closed = True
+        conn.fast = None
         for cid in conn.cids:
             if self._conns.get(cid) is conn:
                 del self._conns[cid]
