@@ -88,7 +88,8 @@ def run_link(link: str, args: argparse.Namespace, binary: object, pass_link: boo
                                    "--fsync-interval", "1", *(["--single-ping"] if args.single_ping else []),
                                    *(["--link", link] if pass_link else []),
                                    *(["--reply-spin-ms", repr(args.reply_spin_ms)]
-                                     if args.reply_spin_ms is not None else [])],
+                                     if args.reply_spin_ms is not None else []),
+                                   *(["--read-probe"] if args.read_probe else [])],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
             time.sleep(args.warmup)
@@ -171,6 +172,8 @@ def main() -> int:
                     help="pass --single-ping to the bridge (no warm-up ping: one exchange per interval)")
     ap.add_argument("--reply-spin-ms", type=float,
                     help="pass --reply-spin-ms to the bridge (its PONG window; 0: off)")
+    ap.add_argument("--read-probe", action="store_true",
+                    help="pass --read-probe to the bridge (its read latency taken off the USB grid)")
     ap.add_argument("--line-realtime", action="store_true",
                     help="run the line model under SCHED_FIFO (where allowed)")
     args = ap.parse_args()

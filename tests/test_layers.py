@@ -24,7 +24,7 @@ SANS_IO = ("tsq.wire", "tsq.ntp", "tsq.session.", "tsq.sync.", "tsq.bridge.frame
 IO_MODULES = ("asyncio", "socket", "select", "selectors", "serial", "subprocess", "threading",
               "multiprocessing", "aioquic", "tsq.clock", "tsq._pyclock", "tsq._fastclock", "tsq._kerneltime",
               "tsq.quic", "tsq.gateway", "tsq.bridge.port", "tsq.bridge.service", "tsq.bridge.cli",
-              "tsq.bridge.portinfo", "tsq.bridge.driver",
+              "tsq.bridge.portinfo", "tsq.bridge.driver", "tsq.bridge.readprobe",
               "tsq.fieldlog", "tsq.outputs", "tsq.testing", "tsq.demo", "ctypes", "fcntl", "termios")
 ENGINE_MAY_NOT = ("tsq.session", "tsq.quic", "tsq.gateway", "tsq.bridge", "tsq.demo", "tsq.outputs")
 # Command-line entry points may load a subcommand's modules lazily, so `tsq status` does not import

@@ -423,3 +423,32 @@ def test_the_frame_grid_is_not_read_where_it_is_not_there() -> None:
     lined = [PingSample(p.t1_raw, (p.t1_raw + 700_000) // 1000, (p.t1_raw + 700_000) // 1000 + 2_000,
                         p.t4_raw) for p in scattered]
     assert fit._on_frame_grid(lined, lined[0].t1_raw, lined[0].t2_ticks, (0.0, -1e9, 1e9)) is not None
+
+
+def test_the_hosts_read_latency_is_taken_off_the_frame_grid() -> None:
+    """Every T4 carries the host's read latency after its frame (here 20 µs, plus up to 5 µs): the
+    grid read off the T4s is that much late, and so is every PING placed on it. Told the latency
+    (`read_latency_ns`, what tsq.bridge.readprobe measures), the fit takes it off the grid's phase:
+    the estimate's bias goes; the bound holds either way."""
+    read_ns = 20_000
+    ser = 24 * 86_805
+    errors: dict[int, List[float]] = {0: [], read_ns: []}
+    for seed in range(6):
+        for told in errors:
+            rng = random.Random(seed)
+            dev = Device(1_000_000, -23 * 10**6, 9_000, 10**18)
+            fit = FeasibleFit(1_000_000, ser, ser, anchor="out", usb_frame_ns=MS)
+            fit.read_latency_ns = told
+            phase, t1 = rng.randrange(MS), 10**18
+            for _ in range(90):
+                t1 += NS + rng.randrange(MS)
+                s = coupled_usb_ping(rng, dev, t1, phase, ser)
+                s = PingSample(s.t1_raw, s.t2_ticks, s.t3_ticks, s.t4_raw + read_ns)
+                assert fit.add(s).accepted
+                q = s.t4_raw + rng.randrange(NS)
+                bound = fit.bound_ns(q)
+                assert bound is None or abs(error_ns(fit, dev, q)) <= bound
+            errors[told].append(error_ns(fit, dev, s.t4_raw + NS // 2))
+    bias = {told: sum(e) / len(e) for told, e in errors.items()}
+    assert abs(bias[0]) > 12_000, bias               # the whole latency, less the jitter's share
+    assert abs(bias[read_ns]) < abs(bias[0]) / 3, bias

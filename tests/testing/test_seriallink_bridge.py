@@ -1,5 +1,6 @@
 """The real bridge (`python -m tsq.bridge`) synchronising the real firmware host build through the
-line models: a USB adapter as shipped (FTDI, 16 ms latency timer) and a Raspberry Pi UART (PL011)."""
+line models: a USB adapter as shipped (FTDI, 16 ms latency timer), one with low latency set and the
+bridge's read-latency probe on, and a Raspberry Pi UART (PL011)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,18 @@ except FirmwareError as exc:  # pragma: no cover - CI installs build-essential
 SYNCED = 1  # truth-log state: synchronised
 
 
-@pytest.mark.parametrize("link", ["ftdi", "pl011"])
-def test_bridge_synchronises_a_device_behind_the_link(link: str) -> None:
+@pytest.mark.parametrize("link, extra", [("ftdi", ()), ("pl011", ()), ("ftdi-low", ("--read-probe",))],
+                         ids=["ftdi", "pl011", "ftdi-low-read-probe"])
+def test_bridge_synchronises_a_device_behind_the_link(link: str, extra: tuple[str, ...]) -> None:
+    """Converges, and the device's own bound covers its true error; with `--read-probe` the host's
+    read latency is taken off the USB grid's phase (the estimate moves, the bound does not)."""
     with tempfile.TemporaryDirectory() as d, \
             SimulatedDevice(d, device_id=0x11AC, drift_ppm=40, offset_ms=3, binary=BINARY) as dev, \
             LineProcess(link, 115200, device=dev.path, seed=4) as line:
         bridge = subprocess.Popen(
             [sys.executable, "-m", "tsq.bridge", line.host_path, "--source", "system", "--assume-bound",
              "1000", "--baud", "115200", "--ping-interval", "0.5", "--link", link,
-             "--control", os.path.join(d, "control.sock")],
+             "--control", os.path.join(d, "control.sock"), *extra],
             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 75

@@ -165,6 +165,7 @@ class DeviceSession:
         self.wander_ppb = wander_ppb
         self.hello: Optional[HelloEvent] = None
         self.fit: Optional[FeasibleFit] = None
+        self.read_latency_ns = 0   # the host's read latency (tsq.bridge.readprobe), for the USB grid
         self.codec: Codec = codec if codec is not None else FramesCodec()
         self.decoder = self.codec.new_decoder()
         self._seq = 0
@@ -325,6 +326,7 @@ class DeviceSession:
     def _complete(self, t1: int, t2: int, t3: int, t4: int) -> Optional[Accepted]:
         assert self.fit is not None
         self._round_trips.append(t4 - t1)
+        self.fit.read_latency_ns = self.read_latency_ns
         r = self.fit.add(PingSample(t1, t2, t3, t4))
         if not r.accepted:
             return None

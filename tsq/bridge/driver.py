@@ -25,6 +25,7 @@ from tsq.bridge.device import (
     FieldLogLike,
 )
 from tsq.bridge.port import PortLink
+from tsq.bridge.readprobe import ReadLatencyProbe
 from tsq.bridge.status import DeviceStatus
 from tsq.clock import raw_ns
 from tsq.fieldlog import DeviceRow
@@ -49,9 +50,10 @@ class DeviceDriver:
     def __init__(self, link: PortLink, model: TimeModel, ping_interval_s: float = 1.0,
                  log: Optional[FieldLogLike] = None, codec: Optional[Codec] = None,
                  warmup_gap_s: Optional[float] = WARMUP_GAP_S,
-                 reply_spin_max_ns: int = 0) -> None:
+                 reply_spin_max_ns: int = 0, read_probe: Optional[ReadLatencyProbe] = None) -> None:
         self.link = link
         self.reply_spin_max_ns = reply_spin_max_ns
+        self.read_probe = read_probe
         # The link profile (the session's `link`): the one named by `link.link`, or detected now
         # from sysfs; PortLink detects it again at each open (the adapter behind a by-id path can
         # change) and `_on_open` passes it on.
@@ -89,6 +91,8 @@ class DeviceDriver:
 
     def _on_data(self, data: bytes, t4: int) -> None:
         had_hello = self.session.hello
+        if self.read_probe is not None and self.session.link.usb_frame_ns:
+            self.session.read_latency_ns = self.read_probe.latency_ns() or 0
         try:
             accepted = self.session.received(data, t4)
         except Exception:

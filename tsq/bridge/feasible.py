@@ -145,6 +145,9 @@ class FeasibleFit:
         self.conflicts_to_restart = conflicts_to_restart
         self.anchor = anchor
         self.usb_frame_ns = usb_frame_ns   # >0 with anchor "out": read the estimate off the frame grid
+        # The host's own read latency (tsq.bridge.readprobe), taken off the grid's phase read from
+        # the T4s: set by the I/O edge as it is measured; 0 where unknown.
+        self.read_latency_ns = 0
         # The PING leg's nominal minimum, where `min_out_ns` was shortened to stay a true minimum
         # (a UART up to a few % fast): the bound needs the shortest, the estimate the likeliest.
         self.anchor_out_ns = min_out_ns if anchor_out_ns is None else max(min_out_ns, anchor_out_ns)
@@ -308,6 +311,8 @@ class FeasibleFit:
         if grid is None:
             return None   # the T4s are not frame-aligned: no grid to read
         t_ref, phase_ref, drift = grid
+        # The T4s' envelope is the frame boundary plus the least read latency: the boundary is earlier.
+        phase_ref -= min(max(0, self.read_latency_ns), f // 4)
         a_list: List[float] = []
         v_list: List[float] = []
         for p in pts:

@@ -16,6 +16,7 @@ from tsq.bridge import links, nmea, portinfo
 from tsq.bridge.device import WARMUP_GAP_S
 from tsq.bridge.driver import DeviceDriver
 from tsq.bridge.port import Backoff, PortLink
+from tsq.bridge.readprobe import ReadLatencyProbe
 from tsq.bridge.status import DeviceStatus
 from tsq.clock import raw_ns
 from tsq.fieldlog import DEVICE_FIELDS, FieldLog
@@ -38,6 +39,7 @@ class BridgeConfig:
     ping_interval_s: float = 1.0
     warmup_ping: bool = True        # an unmeasured ping 2 ms before each measured one (DeviceDriver)
     reply_spin_ms: float = 0.0      # the longest reply window (DeviceDriver, PortLink.send); 0: off
+    read_probe: bool = False        # the host's read latency off the USB grid (tsq.bridge.readprobe)
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
     log_dir: Optional[str] = None
@@ -127,6 +129,8 @@ class Bridge:
         self.model = model
         self.links: list[PortLink] = []
         self.drivers: list[Any] = []
+        # One probe for every port (started by `run`): the latency is the host's, not a port's.
+        self.read_probe = ReadLatencyProbe() if config.read_probe and not config.nmea else None
         self._log: Any = None
         if config.log_dir is not None and not config.nmea:
             self._log = FieldLog(config.log_dir, "devices", DEVICE_FIELDS,
@@ -147,7 +151,8 @@ class Bridge:
             gap = WARMUP_GAP_S if self.config.warmup_ping else None
             driver = DeviceDriver(link, self.model, ping_interval_s=self.config.ping_interval_s,
                                   log=self._log, warmup_gap_s=gap,
-                                  reply_spin_max_ns=round(self.config.reply_spin_ms * 1e6))
+                                  reply_spin_max_ns=round(self.config.reply_spin_ms * 1e6),
+                                  read_probe=self.read_probe)
         self.links.append(link)
         self.drivers.append(driver)
 
@@ -173,12 +178,16 @@ class Bridge:
     async def run(self) -> None:
         """Run every port until cancelled; closes ports and the log on the way out."""
         log.info("%s", self.start_line())
+        if self.read_probe is not None:
+            self.read_probe.start()
         tasks = [asyncio.create_task(link.run()) for link in self.links]
         tasks += [asyncio.create_task(d.run()) for d in self.drivers]
         try:
             await asyncio.gather(*tasks)
         finally:
             await cancel_and_wait(tasks)
+            if self.read_probe is not None:
+                self.read_probe.stop()
             if self._log is not None:
                 self._log.close()
 

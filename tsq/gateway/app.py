@@ -44,7 +44,7 @@ def bridge_config(config: SyncConfig) -> BridgeConfig:
     return BridgeConfig(
         ports=list(config.ports), baud=config.baud, nmea=config.nmea, nmea_position=config.nmea_position,
         ping_interval_s=config.ping_interval_s, warmup_ping=not config.single_ping,
-        reply_spin_ms=config.reply_spin_ms,
+        reply_spin_ms=config.reply_spin_ms, read_probe=config.read_probe,
         log_dir=config.log_dir, fsync_interval_s=config.fsync_interval_s, link=config.link or "auto",
         source=f"the engine ({len(config.servers)} server(s))" if config.servers else "this host's clock")
 

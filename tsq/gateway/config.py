@@ -14,7 +14,8 @@
     [refclock]               # sock = "/run/chrony/tsq.sock", time_bits = "auto" | 32 | 64
     [metrics]                # file = "/var/lib/prometheus/node-exporter/tsq.prom", port = 9473
     [bridge]                 # ports = ["/dev/ttyUSB0"], baud = 115200, link = "auto", ping_interval = 1.0,
-                             # single_ping, nmea, nmea_position = [lat, lon], source = "engine" | "system",
+                             # single_ping, reply_spin_ms, read_probe, nmea, nmea_position = [lat, lon],
+                             # source = "engine" | "system",
                              # assume_bound_ns (with source = "system")
 
 Read from /etc/tsq/tsq.toml by default, then /etc/tsq/tsq.d/*.toml in name order (drop-ins).
@@ -132,6 +133,7 @@ SCHEMA: Dict[Tuple[str, str], Tuple[str, Conv]] = {
     ("bridge", "ping_interval"): ("ping_interval_s", _float),
     ("bridge", "single_ping"): ("single_ping", _bool),
     ("bridge", "reply_spin_ms"): ("reply_spin_ms", _float),
+    ("bridge", "read_probe"): ("read_probe", _bool),
     ("bridge", "nmea"): ("nmea", _bool),
     ("bridge", "nmea_position"): ("nmea_position", _position),
     ("bridge", "source"): ("source", _source),

@@ -54,6 +54,11 @@ def add_device_arguments(p: argparse.ArgumentParser, ports_help: str) -> None:
                           "the recent ones came, so it is stamped on arrival, not a scheduler wake-up "
                           "later (costs up to MS of a core per ping; default 0: off; for a gateway with "
                           "cores to spare, docs/bridge.md)")
+    dev.add_argument("--read-probe", dest="read_probe", action="store_true", default=None,
+                     help="measure this host's serial read latency on a private pty (4 times a second) "
+                          "and take it off the USB frame grid's phase; off by default: not yet measured "
+                          "on a real adapter, and worse through this project's line models "
+                          "(docs/bridge.md)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -56,6 +56,7 @@ class SyncConfig:
     ping_interval_s: float = 1.0
     single_ping: bool = False
     reply_spin_ms: float = 0.0         # the PONG watched for without sleeping (tsq.bridge.port); 0: off
+    read_probe: bool = False           # the host's read latency off the USB grid (tsq.bridge.readprobe)
     nmea: bool = False
     nmea_position: Optional[Tuple[float, float]] = None
     source: str = "engine"             # the devices' time: "engine" (the servers) | "system"
