@@ -8,9 +8,10 @@ loss-recovery state where the fast path registers what it sent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -110,6 +111,19 @@ def test_sent_packets_are_registered_and_acknowledged_like_aiquics(keys: Keys) -
     assert idle_left > 1.0
 
 
+@contextlib.contextmanager
+def raw_connection(keys: Keys, **server: Any) -> Iterator[Tuple[ServerThread, RawClient]]:
+    """A server and aioquic's own client, its handshake done and the server's first flight read."""
+    with make_server(keys, **server) as srv:
+        raw = RawClient(srv.port)
+        try:
+            raw.handshake()
+            _answers(raw, 0.3)
+            yield srv, raw
+        finally:
+            raw.close()
+
+
 def _request(nonce: bytes) -> bytes:
     return wire.encode_request(wire.Request(nonce=nonce))
 
@@ -145,40 +159,28 @@ def _nonces(answers: List[bytes]) -> List[bytes]:
 
 
 def test_a_replayed_packet_is_answered_once(keys: Keys) -> None:
-    with make_server(keys) as srv:
-        raw = RawClient(srv.port)
-        try:
-            raw.handshake()
-            _answers(raw, 0.3)
-            assert _nonces(_raw_exchange(raw, bytes(16))) == [bytes(16)]
-            before = stats(srv)
-            nonce = os.urandom(16)
-            assert _nonces(_raw_exchange(raw, nonce, replay=3)) == [nonce]
-            after = stats(srv)
-        finally:
-            raw.close()
+    with raw_connection(keys) as (srv, raw):
+        assert _nonces(_raw_exchange(raw, bytes(16))) == [bytes(16)]
+        before = stats(srv)
+        nonce = os.urandom(16)
+        assert _nonces(_raw_exchange(raw, nonce, replay=3)) == [nonce]
+        after = stats(srv)
     assert after["requests_datagram"] - before["requests_datagram"] == 1
     assert after["fast_answers"] - before["fast_answers"] == 1
 
 
 def test_a_corrupted_packet_is_dropped_and_the_connection_lives_on(keys: Keys) -> None:
-    with make_server(keys) as srv:
-        raw = RawClient(srv.port)
-        try:
-            raw.handshake()
-            _answers(raw, 0.3)
-            raw.quic.send_datagram_frame(_request(bytes(16)))
-            (datagram,) = raw.outgoing()
-            bad = bytearray(datagram)
-            bad[-1] ^= 0x01                      # the AEAD tag: it no longer decrypts
-            before = stats(srv)
-            raw.send([bytes(bad)])
-            assert _answers(raw, 0.5) == []
-            nonce = os.urandom(16)
-            assert _nonces(_raw_exchange(raw, nonce)) == [nonce]
-            after = stats(srv)
-        finally:
-            raw.close()
+    with raw_connection(keys) as (srv, raw):
+        raw.quic.send_datagram_frame(_request(bytes(16)))
+        (datagram,) = raw.outgoing()
+        bad = bytearray(datagram)
+        bad[-1] ^= 0x01                      # the AEAD tag: it no longer decrypts
+        before = stats(srv)
+        raw.send([bytes(bad)])
+        assert _answers(raw, 0.5) == []
+        nonce = os.urandom(16)
+        assert _nonces(_raw_exchange(raw, nonce)) == [nonce]
+        after = stats(srv)
     assert after["requests_datagram"] - before["requests_datagram"] == 1
     assert after["closed_by_error"] == before["closed_by_error"]
 
@@ -186,28 +188,22 @@ def test_a_corrupted_packet_is_dropped_and_the_connection_lives_on(keys: Keys) -
 def test_a_key_update_goes_through_aioquic_and_the_fast_path_resumes(keys: Keys) -> None:
     """The first packet under the client's new key phase is declined by the fast path (aioquic
     derives the next keys and answers under them); the packets after it are the fast path's again."""
-    with make_server(keys) as srv:
-        raw = RawClient(srv.port)
-        try:
-            raw.handshake()
-            _answers(raw, 0.3)
-            for _ in range(3):
-                _raw_exchange(raw, os.urandom(16))
-            before = stats(srv)
-            raw.quic.request_key_update()
-            nonces = [os.urandom(16) for _ in range(4)]
-            answered = [n for n in nonces for got in [_nonces(_raw_exchange(raw, n))] if got == [n]]
-            after = stats(srv)
-            conn = _server_connection(srv)
-            one_rtt = fast_exchange.tls.Epoch.ONE_RTT
+    with raw_connection(keys) as (srv, raw):
+        for _ in range(3):
+            _raw_exchange(raw, os.urandom(16))
+        before = stats(srv)
+        raw.quic.request_key_update()
+        nonces = [os.urandom(16) for _ in range(4)]
+        answered = [n for n in nonces for got in [_nonces(_raw_exchange(raw, n))] if got == [n]]
+        after = stats(srv)
+        conn = _server_connection(srv)
+        one_rtt = fast_exchange.tls.Epoch.ONE_RTT
 
-            def peek() -> Tuple[int, bool]:
-                quic = conn.quic
-                same = quic._cryptos[one_rtt] is conn.fast._pair and quic._spaces[one_rtt] is conn.fast._space
-                return quic._cryptos[one_rtt].recv.key_phase, same
-            phase, same_objects = srv.call(peek)
-        finally:
-            raw.close()
+        def peek() -> Tuple[int, bool]:
+            quic = conn.quic
+            same = quic._cryptos[one_rtt] is conn.fast._pair and quic._spaces[one_rtt] is conn.fast._space
+            return quic._cryptos[one_rtt].recv.key_phase, same
+        phase, same_objects = srv.call(peek)
     assert answered == nonces
     assert phase == 1
     assert same_objects   # the pair and space the fast path looked up once are still aioquic's
@@ -239,21 +235,15 @@ def test_the_fast_path_declines_what_it_does_not_handle() -> None:
 def test_timeouts_still_fire_after_fast_exchanges(keys: Keys) -> None:
     """The idle timer the fast path moves is the one aioquic enforces: a client that goes silent is
     closed after the idle timeout (short here), its connection freed."""
-    with make_server(keys, idle_timeout_s=1.0) as srv:
-        raw = RawClient(srv.port)
-        try:
-            raw.handshake()
-            _answers(raw, 0.3)
-            for _ in range(3):
-                _raw_exchange(raw, os.urandom(16))
-            assert stats(srv)["fast_answers"] >= 2
-            deadline = time.monotonic() + 15
-            while srv.call(lambda: srv.server.connection_count if srv.server else 0) and \
-                    time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert srv.call(lambda: srv.server.connection_count if srv.server else 0) == 0
-        finally:
-            raw.close()
+    with raw_connection(keys, idle_timeout_s=1.0) as (srv, raw):
+        for _ in range(3):
+            _raw_exchange(raw, os.urandom(16))
+        assert stats(srv)["fast_answers"] >= 2
+        deadline = time.monotonic() + 15
+        while srv.call(lambda: srv.server.connection_count if srv.server else 0) and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert srv.call(lambda: srv.server.connection_count if srv.server else 0) == 0
 
 
 def test_exchanges_through_loss_duplication_and_reordering(keys: Keys) -> None:
