@@ -519,7 +519,8 @@ def main() -> int:
             try:
                 for mode in ("datagram", "stream"):
                     for n in conns:
-                        runs: Dict[str, List[Tuple[int, int, float, float, int]]] = {n: [] for n in running}
+                        runs: Dict[str, List[Tuple[int, int, float, float, int]]] = {
+                            name: [] for name in running}
                         for _ in range(args.rounds):
                             for name, (proc, port) in running.items():
                                 result = asyncio.run(drive(port, pin, n, mode, args.seconds, proc.pid))

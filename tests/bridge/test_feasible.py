@@ -185,6 +185,23 @@ def coupled_usb_ping(rng: random.Random, dev: Device, t1: int, phase: int, ser: 
     return PingSample(t1, dev.ticks(t2_raw), dev.ticks(t3_raw), t4)
 
 
+def run_coupled_usb(fit: FeasibleFit, seed: int, ser: int, pings: int, t4_late_ns: int = 0) -> float:
+    """`pings` coupled USB pings (dithered over the frame, each T4 `t4_late_ns` late) into `fit`,
+    asserting its bound at a random instant after each; its error half a second after the last."""
+    rng = random.Random(seed)
+    dev = Device(1_000_000, -23 * 10**6, 9_000, 10**18)
+    phase, t1 = rng.randrange(MS), 10**18
+    for _ in range(pings):
+        t1 += NS + rng.randrange(MS)              # the bridge's dither
+        s = coupled_usb_ping(rng, dev, t1, phase, ser)
+        s = PingSample(s.t1_raw, s.t2_ticks, s.t3_ticks, s.t4_raw + t4_late_ns)
+        assert fit.add(s).accepted
+        q = s.t4_raw + rng.randrange(NS)
+        bound = fit.bound_ns(q)
+        assert bound is None or abs(error_ns(fit, dev, q)) <= bound
+    return error_ns(fit, dev, s.t4_raw + NS // 2)
+
+
 @pytest.mark.parametrize("ser", [0, 24 * 86_805])        # CDC-ACM; an adapter at 115200
 def test_on_coupled_usb_frames_the_out_anchor_removes_the_centre_bias(ser: int) -> None:
     """The PONG's wait is the frame less the turnaround, never near its minimum: the region's back
@@ -193,18 +210,8 @@ def test_on_coupled_usb_frames_the_out_anchor_removes_the_centre_bias(ser: int) 
     errors: dict[str, List[float]] = {a: [] for a in ANCHORS}
     for seed in range(6):
         for anchor in ANCHORS:
-            rng = random.Random(seed)
-            dev = Device(1_000_000, -23 * 10**6, 9_000, 10**18)
-            fit = FeasibleFit(1_000_000, ser, ser, anchor=anchor)
-            phase, t1 = rng.randrange(MS), 10**18
-            for _ in range(60):
-                t1 += NS + rng.randrange(MS)              # the bridge's dither
-                s = coupled_usb_ping(rng, dev, t1, phase, ser)
-                assert fit.add(s).accepted
-                q = s.t4_raw + rng.randrange(NS)
-                bound = fit.bound_ns(q)
-                assert bound is None or abs(error_ns(fit, dev, q)) <= bound
-            errors[anchor].append(abs(error_ns(fit, dev, s.t4_raw + NS // 2)))
+            errors[anchor].append(abs(run_coupled_usb(FeasibleFit(1_000_000, ser, ser, anchor=anchor),
+                                                      seed, ser, 60)))
     assert min(errors["centre"]) > 150_000, errors
     assert max(errors["out"]) < 100_000 and sorted(errors["out"])[3] < 30_000, errors
     assert sum(errors["out"]) < sum(errors["centre"]) / 5, errors
@@ -435,20 +442,9 @@ def test_the_hosts_read_latency_is_taken_off_the_frame_grid() -> None:
     errors: dict[int, List[float]] = {0: [], read_ns: []}
     for seed in range(6):
         for told in errors:
-            rng = random.Random(seed)
-            dev = Device(1_000_000, -23 * 10**6, 9_000, 10**18)
             fit = FeasibleFit(1_000_000, ser, ser, anchor="out", usb_frame_ns=MS)
             fit.read_latency_ns = told
-            phase, t1 = rng.randrange(MS), 10**18
-            for _ in range(90):
-                t1 += NS + rng.randrange(MS)
-                s = coupled_usb_ping(rng, dev, t1, phase, ser)
-                s = PingSample(s.t1_raw, s.t2_ticks, s.t3_ticks, s.t4_raw + read_ns)
-                assert fit.add(s).accepted
-                q = s.t4_raw + rng.randrange(NS)
-                bound = fit.bound_ns(q)
-                assert bound is None or abs(error_ns(fit, dev, q)) <= bound
-            errors[told].append(error_ns(fit, dev, s.t4_raw + NS // 2))
+            errors[told].append(run_coupled_usb(fit, seed, ser, 90, t4_late_ns=read_ns))
     bias = {told: sum(e) / len(e) for told, e in errors.items()}
     assert abs(bias[0]) > 12_000, bias               # the whole latency, less the jitter's share
     assert abs(bias[read_ns]) < abs(bias[0]) / 3, bias

@@ -29,6 +29,7 @@ try:
     from aioquic import tls
     from aioquic._buffer import Buffer, BufferReadError
     from aioquic._crypto import CryptoError, HeaderProtection
+    from aioquic.buffer import size_uint_var
     from aioquic.quic.connection import QuicConnectionError, QuicConnectionState
     from aioquic.quic.packet import QuicPacketType, decode_packet_number, pull_ack_frame, push_ack_frame
     from aioquic.quic.packet_builder import QuicSentPacket
@@ -241,27 +242,27 @@ class FastExchange:
         header = bytes((_FIXED_BIT | (_SPIN_BIT if quic._spin_bit else 0) | (pair.send.key_phase << 2)
                         | (_PN_SEND_SIZE - 1),)) + peer_cid + (pn & 0xFFFF).to_bytes(2, "big")
         length = len(message)
-        frame_head = bytes((DATAGRAM_WITH_LENGTH,)) + _uint_var(length)
-        room = quic._max_datagram_size - len(header) - _TAG - len(frame_head) - length
-        if room < _ACK_ROOM:
+        frame_head = 1 + size_uint_var(length)
+        if quic._max_datagram_size - len(header) - _TAG - frame_head - length < _ACK_ROOM:
             return None
         handlers: List[Tuple[Any, Any]] = []
-        ack = b""
-        ping = False
-        if space.ack_at is not None and space.ack_at <= now:
-            buf = Buffer(capacity=_ACK_ROOM)
+        ack = space.ack_at is not None and space.ack_at <= now
+        # The frames before the message: the ACK (and aioquic's ACK-of-ACK PING), the DATAGRAM's head.
+        buf = Buffer(capacity=_ACK_ROOM + 1 + frame_head)
+        if ack:
             delay = int((now - space.largest_received_time) * 1000000) >> quic._local_ack_delay_exponent
             ranges = len(space.ack_queue)
             if 2 * (ranges + 1) * 8 > _ACK_ROOM - 1:
                 return None  # push_ack_frame would have to drop ranges: the generic path
             buf.push_uint_var(ACK)
             push_ack_frame(buf, space.ack_queue, delay, _ACK_ROOM - 1)
-            ack = buf.data
             handlers.append((quic._on_ack_delivery, (space, space.largest_received_packet)))
-            ping = ranges > 1 and pn % 8 == 0   # aioquic's ACK-of-ACK trigger
-        prefix = ack + (bytes((PING,)) if ping else b"") + frame_head
-        if ping:
-            handlers.append((quic._on_ping_delivery, ((),)))
+            if ranges > 1 and pn % 8 == 0:   # aioquic's ACK-of-ACK trigger
+                buf.push_uint_var(PING)
+                handlers.append((quic._on_ping_delivery, ((),)))
+        buf.push_uint_var(DATAGRAM_WITH_LENGTH)
+        buf.push_uint_var(length)
+        prefix = buf.data
         sent_bytes = len(header) + len(prefix) + length + _TAG
         if loss.congestion_window - loss.bytes_in_flight < sent_bytes:
             return None
@@ -313,13 +314,6 @@ class FastExchange:
         crypto_stream = quic._crypto_streams.get(tls.Epoch.ONE_RTT)
         return crypto_stream is None or bool(crypto_stream.sender.buffer_is_empty)
 
-
-def _uint_var(value: int) -> bytes:
-    if value <= 0x3F:
-        return bytes((value,))
-    if value <= 0x3FFF:
-        return (value | 0x4000).to_bytes(2, "big")
-    return (value | 0x80000000).to_bytes(4, "big")
 
 
 __all__ = ["FastExchange", "supported"]
